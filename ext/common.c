@@ -1,0 +1,117 @@
+/*
+** common.c — status/error helpers, id vectors, byte buffers, file reading.
+*/
+#include "common.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+int gpt2_errorf(char *err, size_t errlen, const char *fmt, ...) {
+  if (err && errlen) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+  }
+  return GPT2_ERROR;
+}
+
+int idvec_reserve(IdVec *iv, size_t cap) {
+  if (cap <= iv->cap) return GPT2_OK;
+  size_t ncap = iv->cap ? iv->cap : 16;
+  while (ncap < cap) {
+    if (ncap > SIZE_MAX / 2 / sizeof(int)) return GPT2_NOMEM;
+    ncap *= 2;
+  }
+  int *nv = realloc(iv->v, ncap * sizeof(int));
+  if (!nv) return GPT2_NOMEM;
+  iv->v = nv;
+  iv->cap = ncap;
+  return GPT2_OK;
+}
+
+int idvec_push(IdVec *iv, int id) {
+  if (iv->n == iv->cap && idvec_reserve(iv, iv->n + 1)) return GPT2_NOMEM;
+  iv->v[iv->n++] = id;
+  return GPT2_OK;
+}
+
+void idvec_free(IdVec *iv) {
+  free(iv->v);
+  iv->v = NULL;
+  iv->n = iv->cap = 0;
+}
+
+int buf_append(ByteBuf *b, const void *data, size_t n) {
+  if (n > SIZE_MAX - b->n - 1) return GPT2_NOMEM;
+  if (b->n + n + 1 > b->cap) {
+    size_t ncap = b->cap ? b->cap : 64;
+    while (ncap < b->n + n + 1) {
+      if (ncap > SIZE_MAX / 2) return GPT2_NOMEM;
+      ncap *= 2;
+    }
+    char *np = realloc(b->p, ncap);
+    if (!np) return GPT2_NOMEM;
+    b->p = np;
+    b->cap = ncap;
+  }
+  if (n) memcpy(b->p + b->n, data, n);
+  b->n += n;
+  b->p[b->n] = 0;
+  return GPT2_OK;
+}
+
+void buf_free(ByteBuf *b) {
+  free(b->p);
+  b->p = NULL;
+  b->n = b->cap = 0;
+}
+
+int gpt2_read_file(const char *path, char **out, size_t *len, size_t max_len,
+                   char *err, size_t errlen) {
+  *out = NULL;
+  *len = 0;
+  FILE *f = fopen(path, "rb");
+  if (!f) return gpt2_errorf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+  struct stat st;
+  if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+    fclose(f);
+    return gpt2_errorf(err, errlen, "%s is not a regular file", path);
+  }
+  if ((uint64_t)st.st_size > max_len) {
+    fclose(f);
+    return gpt2_errorf(err, errlen, "%s is too large (%lld bytes, limit %zu)", path,
+                       (long long)st.st_size, max_len);
+  }
+  size_t n = (size_t)st.st_size;
+  char *p = malloc(n + 1);
+  if (!p) {
+    fclose(f);
+    return GPT2_NOMEM;
+  }
+  if (n && fread(p, 1, n, f) != n) {
+    free(p);
+    fclose(f);
+    return gpt2_errorf(err, errlen, "cannot read %s", path);
+  }
+  fclose(f);
+  p[n] = 0;
+  *out = p;
+  *len = n;
+  return GPT2_OK;
+}
+
+char *gpt2_path_join(const char *dir, const char *name) {
+  size_t a = strlen(dir), b = strlen(name);
+  char *p = malloc(a + b + 2);
+  if (!p) return NULL;
+  memcpy(p, dir, a);
+  size_t k = a;
+  if (k && p[k - 1] != '/') p[k++] = '/';
+  memcpy(p + k, name, b + 1);
+  return p;
+}

@@ -1,0 +1,54 @@
+/*
+** common.h — small shared definitions for the gpt2 extension's modules:
+** status codes, the error-message convention and a growable id vector.
+** No SQLite types here: the numeric core and the tokenizer are usable
+** (and testable) without SQLite.
+*/
+#ifndef GPT2_COMMON_H
+#define GPT2_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Status codes returned by every module. Messages go to a caller-owned
+** buffer `char *err, size_t errlen` (always NUL-terminated when errlen>0). */
+enum { GPT2_OK = 0, GPT2_ERROR = 1, GPT2_NOMEM = 2 };
+
+#define GPT2_ERRLEN 512
+
+/* printf-style helper that writes into err (may be NULL). Returns GPT2_ERROR. */
+int gpt2_errorf(char *err, size_t errlen, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* Growable vector of token ids. */
+typedef struct IdVec {
+  int *v;      /* ids */
+  size_t n;    /* used */
+  size_t cap;  /* allocated */
+} IdVec;
+
+int  idvec_push(IdVec *iv, int id);              /* GPT2_OK or GPT2_NOMEM */
+int  idvec_reserve(IdVec *iv, size_t cap);        /* GPT2_OK or GPT2_NOMEM */
+void idvec_free(IdVec *iv);
+
+/* Growable byte buffer. */
+typedef struct ByteBuf {
+  char *p;
+  size_t n;
+  size_t cap;
+} ByteBuf;
+
+int  buf_append(ByteBuf *b, const void *data, size_t n);   /* GPT2_OK or GPT2_NOMEM */
+void buf_free(ByteBuf *b);
+
+/* Read a whole file into memory (NUL-terminated). Errors name the path. */
+int gpt2_read_file(const char *path, char **out, size_t *len, size_t max_len,
+                   char *err, size_t errlen);
+
+/* Join dir and name into a newly allocated path (NULL on OOM). */
+char *gpt2_path_join(const char *dir, const char *name);
+
+#endif

@@ -1,0 +1,220 @@
+/*
+** generate.c — prompt feeding (with prefix reuse), token-by-token and
+** batched generation, stop rules, UTF-8 hold-back for streamed text.
+*/
+#include "generate.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void prefix_clear(Gpt2Prefix *p) {
+  seq_free(p->seq);
+  idvec_free(&p->ids);
+  memset(p, 0, sizeof *p);
+}
+
+/* Run rows[i] of seqs[i]; logits of the wanted rows land in logits. */
+static int forward(const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr, int n,
+                   const int *ids, Gpt2Seq *const *seqs, const unsigned char *want,
+                   float *logits, char *err, size_t errlen) {
+  int rc = gpt2_forward(m, sc, n, ids, seqs, want, logits, err, errlen);
+  if (rc == GPT2_OK && ctr) {
+    ctr->forward_calls++;
+    ctr->rows_computed += n;
+  }
+  return rc;
+}
+
+/* Feed n tokens of g's own sequence. */
+static int feed(Gpt2Gen *g, int n, const int *ids, char *err, size_t errlen) {
+  Gpt2Seq *one[1] = {g->seq};
+  Gpt2Seq **seqs = one;
+  if (n > 1) {
+    seqs = malloc((size_t)n * sizeof *seqs);
+    if (!seqs) return GPT2_NOMEM;
+    for (int i = 0; i < n; i++) seqs[i] = g->seq;
+  }
+  int rc = forward(g->m, g->sc, g->ctr, n, ids, seqs, NULL, g->logits, err, errlen);
+  if (seqs != one) free(seqs);
+  if (rc == GPT2_OK) {
+    if (idvec_reserve(&g->fed, g->fed.n + (size_t)n)) return GPT2_NOMEM;
+    memcpy(g->fed.v + g->fed.n, ids, (size_t)n * sizeof *ids);
+    g->fed.n += (size_t)n;
+  }
+  return rc;
+}
+
+/* Positions of pfx usable for this prompt: the common prefix, leaving at
+** least the last prompt token to compute (its logits are needed). */
+static int reusable(const Gpt2Prefix *pfx, const Gpt2Model *m, const int *prompt, int n) {
+  if (!pfx || pfx->m != m || !pfx->seq) return 0;
+  int k = 0, lim = n - 1;
+  if ((size_t)lim > pfx->ids.n) lim = (int)pfx->ids.n;
+  while (k < lim && pfx->ids.v[k] == prompt[k]) k++;
+  return k;
+}
+
+int gen_start(Gpt2Gen *g, const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr,
+              const int *prompt, int n, const Gpt2GenParams *p, Gpt2Prefix *pfx, int steal,
+              char *err, size_t errlen) {
+  memset(g, 0, sizeof *g);
+  g->m = m;
+  g->sc = sc;
+  g->ctr = ctr;
+  g->p = *p;
+  g->last = -1;
+  rng_seed(&g->rng, p->seed);
+  int eos = m->cfg.eos_id;
+  if (n == 0) { /* unconditional generation starts from eos (GPT-2's convention) */
+    prompt = &eos;
+    n = 1;
+  }
+  if (n > m->cfg.n_positions)
+    return gpt2_errorf(err, errlen, "prompt is %d tokens, longer than the context (%d)", n,
+                       m->cfg.n_positions);
+  g->logits = malloc((size_t)m->cfg.vocab_size * sizeof(float));
+  if (!g->logits) return GPT2_NOMEM;
+  int reuse = reusable(pfx, m, prompt, n);
+  if (reuse && steal) {
+    g->seq = pfx->seq;
+    pfx->seq = NULL;
+    seq_truncate(g->seq, reuse);
+  } else {
+    g->seq = seq_new(m);
+    if (!g->seq) return GPT2_NOMEM;
+    if (reuse && seq_copy_prefix(g->seq, pfx->seq, m, reuse)) return GPT2_NOMEM;
+  }
+  if (reuse) {
+    if (idvec_reserve(&g->fed, (size_t)reuse)) return GPT2_NOMEM;
+    memcpy(g->fed.v, prompt, (size_t)reuse * sizeof *prompt);
+    g->fed.n = (size_t)reuse;
+    if (ctr) ctr->prefix_reused += reuse;
+  }
+  int rc = feed(g, n - reuse, prompt + reuse, err, errlen);
+  if (rc) return rc;
+  g->n_prompt = n;
+  if (p->max_tokens <= 0 || n >= m->cfg.n_positions) g->done = 1;
+  return GPT2_OK;
+}
+
+int gen_save_prefix(Gpt2Gen *g, Gpt2Prefix *pfx, int steal) {
+  if (!g->seq) return GPT2_OK;
+  if (steal) {
+    prefix_clear(pfx);
+    pfx->m = g->m;
+    pfx->seq = g->seq;
+    pfx->ids = g->fed;
+    g->seq = NULL;
+    memset(&g->fed, 0, sizeof g->fed);
+    return GPT2_OK;
+  }
+  if (!pfx->seq || pfx->m != g->m) {
+    prefix_clear(pfx);
+    pfx->seq = seq_new(g->m);
+    if (!pfx->seq) return GPT2_NOMEM;
+    pfx->m = g->m;
+  }
+  pfx->ids.n = 0;
+  if (idvec_reserve(&pfx->ids, (size_t)g->n_prompt)) return GPT2_NOMEM;
+  memcpy(pfx->ids.v, g->fed.v, (size_t)g->n_prompt * sizeof(int));
+  pfx->ids.n = (size_t)g->n_prompt;
+  seq_truncate(pfx->seq, 0);
+  if (seq_copy_prefix(pfx->seq, g->seq, g->m, g->n_prompt)) {
+    prefix_clear(pfx);
+    return GPT2_NOMEM;
+  }
+  return GPT2_OK;
+}
+
+/* Choose the next token from g->logits and apply the stop rules. */
+static int pick(Gpt2Gen *g, int *tok, double *logprob) {
+  int id = sampler_pick(&g->sampler, g->logits, g->m->cfg.vocab_size, &g->p.sample, &g->rng,
+                        logprob);
+  if (id < 0) return GPT2_NOMEM;
+  if (g->ctr) g->ctr->tokens_generated++;
+  *tok = id;
+  if (id == g->m->cfg.eos_id) { /* returned so that streams can end on it */
+    g->done = 1;
+    return GPT2_OK;
+  }
+  g->n_generated++;
+  g->last = id;
+  if (g->n_generated >= g->p.max_tokens || g->n_prompt + g->n_generated >= g->m->cfg.n_positions)
+    g->done = 1;
+  return GPT2_OK;
+}
+
+int gen_next(Gpt2Gen *g, int *tok, double *logprob, char *err, size_t errlen) {
+  *tok = -1;
+  *logprob = 0;
+  if (g->done) return GPT2_OK;
+  if (g->last >= 0) {
+    int rc = feed(g, 1, &g->last, err, errlen);
+    if (rc) {
+      g->done = 1;
+      return rc;
+    }
+  }
+  return pick(g, tok, logprob);
+}
+
+int gen_next_batch(Gpt2Gen *const *gs, int n, int *toks, double *logprobs, char *err,
+                   size_t errlen) {
+  int rows = 0, rc = GPT2_OK;
+  for (int i = 0; i < n; i++) {
+    toks[i] = -1;
+    logprobs[i] = 0;
+    if (!gs[i]->done && gs[i]->last >= 0) rows++;
+  }
+  if (rows) {
+    const Gpt2Model *m = gs[0]->m;
+    size_t V = (size_t)m->cfg.vocab_size;
+    int *ids = malloc((size_t)rows * sizeof *ids);
+    Gpt2Seq **seqs = malloc((size_t)rows * sizeof *seqs);
+    unsigned char *want = malloc((size_t)rows);
+    float *logits = malloc((size_t)rows * V * sizeof *logits);
+    if (!ids || !seqs || !want || !logits) rc = GPT2_NOMEM;
+    for (int i = 0, r = 0; !rc && i < n; i++) {
+      if (gs[i]->done || gs[i]->last < 0) continue;
+      ids[r] = gs[i]->last;
+      seqs[r] = gs[i]->seq;
+      want[r++] = 1;
+      if (idvec_push(&gs[i]->fed, gs[i]->last)) rc = GPT2_NOMEM;
+    }
+    if (!rc) rc = forward(m, gs[0]->sc, gs[0]->ctr, rows, ids, seqs, want, logits, err, errlen);
+    for (int i = 0, r = 0; !rc && i < n; i++) {
+      if (gs[i]->done || gs[i]->last < 0) continue;
+      memcpy(gs[i]->logits, logits + (size_t)r++ * V, V * sizeof *logits);
+    }
+    free(ids);
+    free(seqs);
+    free(want);
+    free(logits);
+  }
+  for (int i = 0; !rc && i < n; i++)
+    if (!gs[i]->done) rc = pick(gs[i], &toks[i], &logprobs[i]);
+  return rc;
+}
+
+int gen_take_text(Gpt2Gen *g, int tok, int flush, ByteBuf *text) {
+  size_t len = 0;
+  const char *b = tok >= 0 && tok != g->m->cfg.eos_id ? tok_bytes(g->m->tok, tok, &len) : NULL;
+  if (b && len && buf_append(&g->pending, b, len)) return GPT2_NOMEM;
+  size_t keep = flush ? g->pending.n : utf8_complete_prefix(g->pending.p, g->pending.n);
+  if (keep && utf8_append_sanitized(text, g->pending.p, keep)) return GPT2_NOMEM;
+  if (keep) {
+    memmove(g->pending.p, g->pending.p + keep, g->pending.n - keep);
+    g->pending.n -= keep;
+  }
+  if (!text->p && buf_append(text, "", 0)) return GPT2_NOMEM;
+  return GPT2_OK;
+}
+
+void gen_free(Gpt2Gen *g) {
+  seq_free(g->seq);
+  free(g->logits);
+  idvec_free(&g->fed);
+  sampler_free(&g->sampler);
+  buf_free(&g->pending);
+  memset(g, 0, sizeof *g);
+}

@@ -1,0 +1,369 @@
+/*
+** vtab_complete.c — gpt2_complete, a table-valued function that completes
+** every row of a query in batches.
+**
+**   SELECT key, completion
+**     FROM gpt2_complete('SELECT id, body FROM docs WHERE summary IS NULL', 48);
+**
+** Arguments (hidden columns): query, max_tokens, temperature, top_k, top_p,
+** seed, batch_size. `query` is one read-only SQL statement returning two
+** columns, (key, prompt); the other arguments mean what they mean for
+** gpt2_generate, and batch_size (default 16, 1..256) is how many prompts are
+** generated together. Result columns: key (unchanged, any type), prompt,
+** completion (TEXT; NULL for a NULL prompt) and n_tokens (tokens generated,
+** the eos token not counted).
+**
+** HOW IT WORKS: up to batch_size sequences are live at once, each with its
+** own KV cache and position. Each decode step is ONE forward call with one
+** row per live sequence, so every weight is read once per step for the whole
+** batch. A sequence that finishes frees its slot for the next query row, so
+** memory stays bounded however many rows the query returns. Rows are
+** returned as they finish: in order of completion, and rows finishing on the
+** same step in query order (NULL prompts come out as soon as they are read).
+** Each completion equals gpt2_generate(prompt, ...) with the same arguments;
+** with a seed, the row that is k-th in the query (from 0) uses seed + k.
+** When consecutive prompts share leading tokens (a template), the shared
+** prefix's KV state is copied from the previous prompt instead of recomputed.
+*/
+#include "gpt2.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+SQLITE_EXTENSION_INIT3
+
+enum {
+  COL_KEY,
+  COL_PROMPT,
+  COL_COMPLETION,
+  COL_N_TOKENS,
+  COL_QUERY, /* first hidden argument column */
+  COL_MAX_TOKENS,
+  COL_TEMPERATURE,
+  COL_TOP_K,
+  COL_TOP_P,
+  COL_SEED,
+  COL_BATCH_SIZE,
+  N_ARGS = COL_BATCH_SIZE - COL_QUERY + 1
+};
+
+#define DEFAULT_BATCH 16
+#define MAX_BATCH 256
+
+typedef struct CompleteVtab {
+  sqlite3_vtab base; /* must be first */
+  sqlite3 *db;       /* runs the query */
+  Gpt2Conn *conn;    /* models, counters, settings */
+} CompleteVtab;
+
+/* A query row: live in a slot while generating, then queued as a result. */
+typedef struct Job {
+  sqlite3_value *key;    /* first query column, unchanged */
+  sqlite3_value *prompt; /* second query column */
+  Gpt2Gen gen;           /* started when the prompt is not NULL */
+  int started;
+  ByteBuf text;          /* completion so far */
+  struct Job *next;      /* in the finished queue */
+} Job;
+
+typedef struct CompleteCursor {
+  sqlite3_vtab_cursor base; /* must be first */
+  sqlite3_stmt *stmt;       /* the query; NULL once exhausted */
+  const Gpt2Model *m;       /* model in use (the current one at xFilter) */
+  Gpt2GenParams params;     /* generation arguments */
+  int seeded;               /* seed given: row k uses seed + k */
+  sqlite3_int64 n_read;     /* query rows read */
+  int batch;                /* slots */
+  Job **slots;              /* (batch) live jobs, NULL when free */
+  Job *head, *tail;         /* finished jobs, oldest first */
+  Job *row;                 /* the current result row */
+  Gpt2Prefix pfx;           /* last prompt's KV state, for prefix reuse */
+  sqlite3_int64 rowid;
+} CompleteCursor;
+
+static int completeConnect(sqlite3 *db, void *pAux, int argc, const char *const *argv,
+                           sqlite3_vtab **ppVtab, char **pzErr) {
+  (void)argc;
+  (void)argv;
+  (void)pzErr;
+  int rc = sqlite3_declare_vtab(db,
+                                "CREATE TABLE x(key, prompt, completion TEXT, n_tokens INTEGER, "
+                                "query HIDDEN, max_tokens HIDDEN, temperature HIDDEN, "
+                                "top_k HIDDEN, top_p HIDDEN, seed HIDDEN, batch_size HIDDEN)");
+  if (rc != SQLITE_OK) return rc;
+  CompleteVtab *v = sqlite3_malloc(sizeof *v);
+  if (!v) return SQLITE_NOMEM;
+  memset(v, 0, sizeof *v);
+  v->db = db;
+  v->conn = pAux;
+  *ppVtab = &v->base;
+  return SQLITE_OK;
+}
+
+static int completeDisconnect(sqlite3_vtab *pVtab) {
+  sqlite3_free(pVtab);
+  return SQLITE_OK;
+}
+
+static int completeOpen(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCur) {
+  (void)pVtab;
+  CompleteCursor *c = sqlite3_malloc(sizeof *c);
+  if (!c) return SQLITE_NOMEM;
+  memset(c, 0, sizeof *c);
+  *ppCur = &c->base;
+  return SQLITE_OK;
+}
+
+static void jobFree(Job *j) {
+  if (!j) return;
+  if (j->started) gen_free(&j->gen);
+  sqlite3_value_free(j->key);
+  sqlite3_value_free(j->prompt);
+  buf_free(&j->text);
+  free(j);
+}
+
+static void cursorReset(CompleteCursor *c) {
+  sqlite3_finalize(c->stmt);
+  c->stmt = NULL;
+  for (int i = 0; i < c->batch; i++) jobFree(c->slots[i]);
+  free(c->slots);
+  c->slots = NULL;
+  c->batch = 0;
+  while (c->head) {
+    Job *n = c->head->next;
+    jobFree(c->head);
+    c->head = n;
+  }
+  c->tail = NULL;
+  jobFree(c->row);
+  c->row = NULL;
+  prefix_clear(&c->pfx);
+  c->n_read = 0;
+  c->rowid = 0;
+}
+
+static int completeClose(sqlite3_vtab_cursor *cur) {
+  cursorReset((CompleteCursor *)cur);
+  sqlite3_free(cur);
+  return SQLITE_OK;
+}
+
+static void enqueue(CompleteCursor *c, Job *j) {
+  j->next = NULL;
+  if (c->tail) c->tail->next = j;
+  else c->head = j;
+  c->tail = j;
+}
+
+/* Read query rows into free slots, starting their generation. */
+static int fill(CompleteCursor *c, char *err, size_t errlen) {
+  Gpt2Conn *conn = ((CompleteVtab *)c->base.pVtab)->conn;
+  CompleteVtab *vt = (CompleteVtab *)c->base.pVtab;
+  for (int s = 0; s < c->batch && c->stmt; s++) {
+    if (c->slots[s]) continue;
+    int rc = sqlite3_step(c->stmt);
+    if (rc == SQLITE_DONE) {
+      sqlite3_finalize(c->stmt);
+      c->stmt = NULL;
+      break;
+    }
+    if (rc != SQLITE_ROW)
+      return gpt2_errorf(err, errlen, "gpt2_complete: argument 1 (query) failed: %s",
+                         sqlite3_errmsg(vt->db));
+    Job *j = calloc(1, sizeof *j);
+    if (!j) return GPT2_NOMEM;
+    j->key = sqlite3_value_dup(sqlite3_column_value(c->stmt, 0));
+    j->prompt = sqlite3_value_dup(sqlite3_column_value(c->stmt, 1));
+    sqlite3_int64 k = c->n_read++;
+    if (!j->key || !j->prompt) {
+      jobFree(j);
+      return GPT2_NOMEM;
+    }
+    if (sqlite3_value_type(j->prompt) == SQLITE_NULL) {
+      enqueue(c, j);
+      continue;
+    }
+    Gpt2Entry e = {.model = (Gpt2Model *)c->m, .tok = c->m->tok};
+    IdVec ids = {0};
+    char msg[GPT2_ERRLEN];
+    rc = gpt2_parse_prompt(&e, "gpt2_complete", 2, j->prompt, &ids, msg, sizeof msg);
+    Gpt2GenParams p = c->params;
+    if (c->seeded) p.seed += (uint64_t)k;
+    else p.seed = gpt2_random_seed();
+    if (!rc) {
+      j->started = 1;
+      rc = gen_start(&j->gen, c->m, conn->scratch, &conn->ctr, ids.v, (int)ids.n, &p,
+                     conn->prefix_reuse ? &c->pfx : NULL, 0, msg, sizeof msg);
+    }
+    if (!rc && conn->prefix_reuse) rc = gen_save_prefix(&j->gen, &c->pfx, 0);
+    idvec_free(&ids);
+    if (rc) {
+      jobFree(j);
+      if (rc == GPT2_ERROR) gpt2_errorf(err, errlen, "gpt2_complete: query row %lld: %s",
+                                        (long long)k + 1, msg);
+      return rc;
+    }
+    if (j->gen.done) enqueue(c, j); /* nothing to generate (max_tokens 0, full context) */
+    else c->slots[s] = j;
+  }
+  return GPT2_OK;
+}
+
+/* Run until at least one finished row is queued or all work is done. */
+static int advance(CompleteCursor *c, char *err, size_t errlen) {
+  Gpt2Gen **gens = malloc((size_t)c->batch * sizeof *gens);
+  int *toks = malloc((size_t)c->batch * sizeof *toks);
+  double *lps = malloc((size_t)c->batch * sizeof *lps);
+  int *who = malloc((size_t)c->batch * sizeof *who);
+  int rc = (!gens || !toks || !lps || !who) ? GPT2_NOMEM : GPT2_OK;
+  while (!rc && !c->head) {
+    rc = fill(c, err, errlen);
+    if (rc || c->head) break;
+    int n = 0;
+    for (int s = 0; s < c->batch; s++)
+      if (c->slots[s]) {
+        who[n] = s;
+        gens[n++] = &c->slots[s]->gen;
+      }
+    if (!n) break; /* query exhausted, nothing live */
+    char msg[GPT2_ERRLEN];
+    rc = gen_next_batch(gens, n, toks, lps, msg, sizeof msg);
+    if (rc == GPT2_ERROR) gpt2_errorf(err, errlen, "gpt2_complete: %s", msg);
+    for (int i = 0; !rc && i < n; i++) {
+      Job *j = c->slots[who[i]];
+      if (toks[i] >= 0) rc = gen_take_text(&j->gen, toks[i], j->gen.done, &j->text);
+      if (!rc && j->gen.done) {
+        c->slots[who[i]] = NULL;
+        enqueue(c, j);
+      }
+    }
+  }
+  free(gens);
+  free(toks);
+  free(lps);
+  free(who);
+  return rc;
+}
+
+static int completeNext(sqlite3_vtab_cursor *cur) {
+  CompleteCursor *c = (CompleteCursor *)cur;
+  char err[GPT2_ERRLEN];
+  jobFree(c->row);
+  c->row = NULL;
+  int rc = advance(c, err, sizeof err);
+  if (rc) return gpt2_vtab_error(cur->pVtab, rc, err);
+  if (c->head) {
+    c->row = c->head;
+    c->head = c->head->next;
+    if (!c->head) c->tail = NULL;
+    c->rowid++;
+  }
+  return SQLITE_OK;
+}
+
+static int completeEof(sqlite3_vtab_cursor *cur) {
+  return ((CompleteCursor *)cur)->row == NULL;
+}
+
+static int completeColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col) {
+  Job *j = ((CompleteCursor *)cur)->row;
+  if (!j) return SQLITE_OK;
+  switch (col) {
+    case COL_KEY: sqlite3_result_value(ctx, j->key); break;
+    case COL_PROMPT: sqlite3_result_value(ctx, j->prompt); break;
+    case COL_COMPLETION:
+      if (j->started) sqlite3_result_text(ctx, j->text.p ? j->text.p : "", (int)j->text.n,
+                                          SQLITE_TRANSIENT);
+      break;
+    case COL_N_TOKENS:
+      if (j->started) sqlite3_result_int(ctx, j->gen.n_generated);
+      break;
+    default: break;
+  }
+  return SQLITE_OK;
+}
+
+static int completeRowid(sqlite3_vtab_cursor *cur, sqlite_int64 *pRowid) {
+  *pRowid = ((CompleteCursor *)cur)->rowid;
+  return SQLITE_OK;
+}
+
+static int completeFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, int argc,
+                          sqlite3_value **argv) {
+  (void)idxStr;
+  CompleteCursor *c = (CompleteCursor *)cur;
+  CompleteVtab *vt = (CompleteVtab *)cur->pVtab;
+  Gpt2Conn *conn = vt->conn;
+  char err[GPT2_ERRLEN];
+  cursorReset(c);
+  sqlite3_value *args[N_ARGS];
+  gpt2_args_unpack(idxNum, argc, argv, N_ARGS, args);
+  if (!args[0] || sqlite3_value_type(args[0]) == SQLITE_NULL) return SQLITE_OK; /* no rows */
+  if (sqlite3_value_type(args[0]) != SQLITE_TEXT)
+    return gpt2_vtab_error(cur->pVtab, GPT2_ERROR, "gpt2_complete: argument 1 (query) must be TEXT, an SQL query");
+  Gpt2Entry *e = gpt2_conn_entry(conn, "gpt2_complete", 1, err, sizeof err);
+  if (!e) return gpt2_vtab_error(cur->pVtab, GPT2_ERROR, err);
+  int rc = gpt2_parse_gen_params(e->model, "gpt2_complete", 5, args + 1, &c->params, err,
+                                 sizeof err);
+  if (rc) return gpt2_vtab_error(cur->pVtab, rc, err);
+  c->seeded = args[5] && sqlite3_value_type(args[5]) != SQLITE_NULL;
+  c->batch = DEFAULT_BATCH;
+  if (args[6] && sqlite3_value_type(args[6]) != SQLITE_NULL) {
+    sqlite3_value *b = args[6];
+    if (sqlite3_value_type(b) != SQLITE_INTEGER || sqlite3_value_int64(b) < 1 ||
+        sqlite3_value_int64(b) > MAX_BATCH) {
+      gpt2_errorf(err, sizeof err,
+                  "gpt2_complete: argument 7 (batch_size) = %s is out of range [1, %d]",
+                  sqlite3_value_text(b) ? (const char *)sqlite3_value_text(b) : "?", MAX_BATCH);
+      return gpt2_vtab_error(cur->pVtab, GPT2_ERROR, err);
+    }
+    c->batch = (int)sqlite3_value_int64(b);
+  }
+  c->m = e->model;
+  if (!conn->scratch && !(conn->scratch = scratch_new())) return SQLITE_NOMEM;
+  c->slots = calloc((size_t)c->batch, sizeof *c->slots);
+  if (!c->slots) return SQLITE_NOMEM;
+  const char *sql = (const char *)sqlite3_value_text(args[0]);
+  const char *tail = NULL;
+  if (sqlite3_prepare_v2(vt->db, sql, -1, &c->stmt, &tail) != SQLITE_OK) {
+    gpt2_errorf(err, sizeof err, "gpt2_complete: argument 1 (query): %s",
+                sqlite3_errmsg(vt->db));
+    return gpt2_vtab_error(cur->pVtab, GPT2_ERROR, err);
+  }
+  while (tail && (*tail == ' ' || *tail == '\n' || *tail == '\t' || *tail == '\r' ||
+                  *tail == ';'))
+    tail++;
+  const char *bad = NULL;
+  if (!c->stmt) bad = "is empty";
+  else if (tail && *tail) bad = "must be a single statement";
+  else if (!sqlite3_stmt_readonly(c->stmt)) bad = "must be read-only (a SELECT)";
+  else if (sqlite3_column_count(c->stmt) != 2) bad = "must return two columns, (key, prompt)";
+  if (bad) {
+    gpt2_errorf(err, sizeof err, "gpt2_complete: argument 1 (query) %s", bad);
+    return gpt2_vtab_error(cur->pVtab, GPT2_ERROR, err);
+  }
+  return completeNext(cur);
+}
+
+static int completeBestIndex(sqlite3_vtab *tab, sqlite3_index_info *info) {
+  return gpt2_args_best_index(tab, info, COL_QUERY, N_ARGS, "gpt2_complete: argument 1 (query) is required");
+}
+
+static sqlite3_module completeModule = {
+    .xConnect = completeConnect,
+    .xBestIndex = completeBestIndex,
+    .xDisconnect = completeDisconnect,
+    .xOpen = completeOpen,
+    .xClose = completeClose,
+    .xFilter = completeFilter,
+    .xNext = completeNext,
+    .xEof = completeEof,
+    .xColumn = completeColumn,
+    .xRowid = completeRowid,
+};
+
+int gpt2_register_complete(sqlite3 *db, Gpt2Conn *c) {
+  c->refs++;
+  return sqlite3_create_module_v2(db, "gpt2_complete", &completeModule, c, gpt2_conn_release);
+}

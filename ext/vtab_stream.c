@@ -1,0 +1,217 @@
+/*
+** vtab_stream.c — gpt2_stream, a table-valued function that yields generated
+** tokens one row at a time.
+**
+**   SELECT i, token_id, token, logprob
+**     FROM gpt2_stream('Once upon a time', 20, 0.8, 40, 0.95, 7);
+**
+** Arguments (hidden columns, as SQLite's generate_series): prompt, max_tokens,
+** temperature, top_k, top_p, seed — the same meanings and defaults as
+** gpt2_generate. A NULL prompt gives no rows.
+**
+** HOW IT WORKS: each row is computed when SQLite asks for it. xFilter feeds
+** the prompt and samples row 0; every xNext runs one single-position forward
+** step and samples one token. So `LIMIT 3` runs exactly three steps after the
+** prompt. `token` holds the text a row completes: bytes of a character split
+** across tokens are held back and appear whole in the row that completes it,
+** so concatenating `token` gives gpt2_generate's text. When generation ends
+** at the eos token, that token is the last row (its token is '' or the
+** held-back bytes).
+*/
+#include "gpt2.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+SQLITE_EXTENSION_INIT3
+
+/* Column numbers, matching the CREATE TABLE in streamConnect. */
+enum {
+  COL_I,
+  COL_TOKEN_ID,
+  COL_TOKEN,
+  COL_LOGPROB,
+  COL_PROMPT, /* first hidden argument column */
+  COL_MAX_TOKENS,
+  COL_TEMPERATURE,
+  COL_TOP_K,
+  COL_TOP_P,
+  COL_SEED,
+  N_ARGS = COL_SEED - COL_PROMPT + 1
+};
+
+typedef struct StreamVtab {
+  sqlite3_vtab base; /* must be first */
+  Gpt2Conn *conn;    /* per-connection state (models, counters) */
+} StreamVtab;
+
+typedef struct StreamCursor {
+  sqlite3_vtab_cursor base; /* must be first */
+  Gpt2Gen gen;              /* generation state: KV cache, RNG, pending bytes */
+  int started;              /* gen holds a started generation */
+  sqlite3_int64 i;          /* current row number */
+  int token;                /* current token id, -1 at eof */
+  double logprob;           /* its log-probability */
+  ByteBuf text;             /* text the current row completes */
+} StreamCursor;
+
+/* The table's schema; one instance per connection. */
+static int streamConnect(sqlite3 *db, void *pAux, int argc, const char *const *argv,
+                         sqlite3_vtab **ppVtab, char **pzErr) {
+  (void)argc;
+  (void)argv;
+  (void)pzErr;
+  int rc = sqlite3_declare_vtab(db,
+                                "CREATE TABLE x(i INTEGER, token_id INTEGER, token TEXT, "
+                                "logprob REAL, prompt HIDDEN, max_tokens HIDDEN, "
+                                "temperature HIDDEN, top_k HIDDEN, top_p HIDDEN, seed HIDDEN)");
+  if (rc != SQLITE_OK) return rc;
+  StreamVtab *v = sqlite3_malloc(sizeof *v);
+  if (!v) return SQLITE_NOMEM;
+  memset(v, 0, sizeof *v);
+  v->conn = pAux;
+  sqlite3_vtab_config(db, SQLITE_VTAB_INNOCUOUS);
+  *ppVtab = &v->base;
+  return SQLITE_OK;
+}
+
+static int streamDisconnect(sqlite3_vtab *pVtab) {
+  sqlite3_free(pVtab);
+  return SQLITE_OK;
+}
+
+static int streamOpen(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCur) {
+  (void)pVtab;
+  StreamCursor *c = sqlite3_malloc(sizeof *c);
+  if (!c) return SQLITE_NOMEM;
+  memset(c, 0, sizeof *c);
+  c->token = -1;
+  *ppCur = &c->base;
+  return SQLITE_OK;
+}
+
+/* Hand the KV state back to the connection's prefix cache, then free. */
+static void cursorReset(StreamCursor *c, Gpt2Conn *conn) {
+  if (c->started) {
+    if (gpt2_conn_prefix(conn) && c->gen.m && c->gen.seq) gen_save_prefix(&c->gen, &conn->prefix, 1);
+    gen_free(&c->gen);
+  }
+  c->started = 0;
+  buf_free(&c->text);
+  c->token = -1;
+  c->i = 0;
+}
+
+static int streamClose(sqlite3_vtab_cursor *cur) {
+  StreamCursor *c = (StreamCursor *)cur;
+  cursorReset(c, ((StreamVtab *)cur->pVtab)->conn);
+  sqlite3_free(c);
+  return SQLITE_OK;
+}
+
+/* Sample the next token into the cursor's current row. */
+static int step(StreamCursor *c, char *err, size_t errlen) {
+  char msg[GPT2_ERRLEN];
+  double lp;
+  int tok;
+  int rc = gen_next(&c->gen, &tok, &lp, msg, sizeof msg);
+  if (rc) {
+    gpt2_errorf(err, errlen, "gpt2_stream: %s", msg);
+    return rc;
+  }
+  c->token = tok;
+  c->logprob = lp;
+  c->text.n = 0;
+  if (tok >= 0) rc = gen_take_text(&c->gen, tok, c->gen.done, &c->text);
+  return rc;
+}
+
+static int streamNext(sqlite3_vtab_cursor *cur) {
+  StreamCursor *c = (StreamCursor *)cur;
+  char err[GPT2_ERRLEN];
+  if (c->gen.done) {
+    c->token = -1;
+    return SQLITE_OK;
+  }
+  c->i++;
+  int rc = step(c, err, sizeof err);
+  return rc ? gpt2_vtab_error(cur->pVtab, rc, err) : SQLITE_OK;
+}
+
+static int streamColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
+  StreamCursor *c = (StreamCursor *)cur;
+  switch (i) {
+    case COL_I: sqlite3_result_int64(ctx, c->i); break;
+    case COL_TOKEN_ID: sqlite3_result_int(ctx, c->token); break;
+    case COL_TOKEN:
+      sqlite3_result_text(ctx, c->text.p ? c->text.p : "", (int)c->text.n, SQLITE_TRANSIENT);
+      break;
+    case COL_LOGPROB: sqlite3_result_double(ctx, c->logprob); break;
+    default: break; /* hidden argument columns read back as NULL */
+  }
+  return SQLITE_OK;
+}
+
+static int streamRowid(sqlite3_vtab_cursor *cur, sqlite_int64 *pRowid) {
+  *pRowid = ((StreamCursor *)cur)->i;
+  return SQLITE_OK;
+}
+
+static int streamEof(sqlite3_vtab_cursor *cur) {
+  return ((StreamCursor *)cur)->token < 0;
+}
+
+/* idxNum has bit k set when argument column COL_PROMPT+k is constrained;
+** argv holds those values in column order. */
+static int streamFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, int argc,
+                        sqlite3_value **argv) {
+  (void)idxStr;
+  StreamCursor *c = (StreamCursor *)cur;
+  Gpt2Conn *conn = ((StreamVtab *)cur->pVtab)->conn;
+  char err[GPT2_ERRLEN], msg[GPT2_ERRLEN];
+  cursorReset(c, conn);
+  sqlite3_value *args[N_ARGS];
+  gpt2_args_unpack(idxNum, argc, argv, N_ARGS, args);
+  if (!args[0] || sqlite3_value_type(args[0]) == SQLITE_NULL) return SQLITE_OK; /* no rows */
+  Gpt2Entry *e = gpt2_conn_entry(conn, "gpt2_stream", 1, err, sizeof err);
+  if (!e) return gpt2_vtab_error(cur->pVtab, GPT2_ERROR, err);
+  Gpt2GenParams p;
+  IdVec ids = {0};
+  int rc = gpt2_parse_gen_params(e->model, "gpt2_stream", N_ARGS - 1, args + 1, &p, err,
+                                 sizeof err);
+  if (!rc) rc = gpt2_parse_prompt(e, "gpt2_stream", 1, args[0], &ids, err, sizeof err);
+  if (!rc) {
+    Gpt2Scratch *sc = conn->scratch ? conn->scratch : (conn->scratch = scratch_new());
+    c->started = 1;
+    rc = sc ? gen_start(&c->gen, e->model, sc, &conn->ctr, ids.v, (int)ids.n, &p,
+                        gpt2_conn_prefix(conn), 1, msg, sizeof msg)
+            : GPT2_NOMEM;
+    if (rc == GPT2_ERROR) gpt2_errorf(err, sizeof err, "gpt2_stream: argument 1 (prompt): %s", msg);
+  }
+  idvec_free(&ids);
+  if (!rc && !c->gen.done) rc = step(c, err, sizeof err);
+  return rc ? gpt2_vtab_error(cur->pVtab, rc, err) : SQLITE_OK;
+}
+
+static int streamBestIndex(sqlite3_vtab *tab, sqlite3_index_info *info) {
+  return gpt2_args_best_index(tab, info, COL_PROMPT, N_ARGS, "gpt2_stream: argument 1 (prompt) is required");
+}
+
+/* Eponymous-only: no xCreate, so the module is its own table. */
+static sqlite3_module streamModule = {
+    .xConnect = streamConnect,
+    .xBestIndex = streamBestIndex,
+    .xDisconnect = streamDisconnect,
+    .xOpen = streamOpen,
+    .xClose = streamClose,
+    .xFilter = streamFilter,
+    .xNext = streamNext,
+    .xEof = streamEof,
+    .xColumn = streamColumn,
+    .xRowid = streamRowid,
+};
+
+int gpt2_register_stream(sqlite3 *db, Gpt2Conn *c) {
+  c->refs++;
+  return sqlite3_create_module_v2(db, "gpt2_stream", &streamModule, c, gpt2_conn_release);
+}

@@ -1,0 +1,32 @@
+-- gpt2 for SQLite: a tour. Run by `make demo` as
+--   GPT2_MODEL=models/gpt2 sqlite3 -cmd ".load build/gpt2" :memory: < sql/demo.sql
+-- (the first function that needs a model loads $GPT2_MODEL; gpt2_load(dir) does it explicitly).
+.mode box
+.timer off
+
+SELECT 'model' AS what, gpt2_info() AS value;
+
+-- Tokenizer: GPT-2's byte-level BPE.
+SELECT gpt2_tokenize('Hello world') AS ids,
+       gpt2_token_count('The quick brown fox jumps over the lazy dog.') AS n,
+       gpt2_detokenize('[15496, 995]') AS text;
+
+-- Greedy continuation (temperature 0 is the default).
+SELECT gpt2_generate('Once upon a time', 24) AS greedy;
+
+-- Seeded sampling: the same seed gives the same text on any machine.
+SELECT gpt2_generate('The meaning of life is', 24, 0.8, 40, 0.95, 42) AS sampled,
+       gpt2_generate('The meaning of life is', 24, 0.8, 40, 0.95, 42) =
+       gpt2_generate('The meaning of life is', 24, 0.8, 40, 0.95, 42) AS reproducible;
+
+-- Streaming: one row per token, computed only when asked for (LIMIT 8 runs 8 steps).
+SELECT i, token_id, token, round(logprob, 3) AS logprob
+  FROM gpt2_stream('In a shocking finding, scientists', 32) LIMIT 8;
+
+-- Completing the rows of a table.
+CREATE TABLE docs(id INTEGER PRIMARY KEY, body TEXT, continuation TEXT);
+INSERT INTO docs(body) VALUES ('The weather today is'), ('My favourite food is'), ('SQLite is');
+UPDATE docs SET continuation = gpt2_generate(body, 12);
+SELECT id, body, continuation FROM docs;
+
+SELECT json_extract(gpt2_info(), '$.counters') AS work_done;
