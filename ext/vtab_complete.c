@@ -308,7 +308,7 @@ static int completeFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxS
                                  sizeof err);
   if (rc) return gpt2_vtab_error(cur->pVtab, rc, err);
   c->seeded = args[5] && sqlite3_value_type(args[5]) != SQLITE_NULL;
-  c->batch = DEFAULT_BATCH;
+  int batch = DEFAULT_BATCH;
   if (args[6] && sqlite3_value_type(args[6]) != SQLITE_NULL) {
     sqlite3_value *b = args[6];
     if (sqlite3_value_type(b) != SQLITE_INTEGER || sqlite3_value_int64(b) < 1 ||
@@ -318,12 +318,13 @@ static int completeFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxS
                   sqlite3_value_text(b) ? (const char *)sqlite3_value_text(b) : "?", MAX_BATCH);
       return gpt2_vtab_error(cur->pVtab, GPT2_ERROR, err);
     }
-    c->batch = (int)sqlite3_value_int64(b);
+    batch = (int)sqlite3_value_int64(b);
   }
   c->m = e->model;
   if (!conn->scratch && !(conn->scratch = scratch_new())) return SQLITE_NOMEM;
-  c->slots = calloc((size_t)c->batch, sizeof *c->slots);
+  c->slots = calloc((size_t)batch, sizeof *c->slots);
   if (!c->slots) return SQLITE_NOMEM;
+  c->batch = batch;
   const char *sql = (const char *)sqlite3_value_text(args[0]);
   const char *tail = NULL;
   if (sqlite3_prepare_v2(vt->db, sql, -1, &c->stmt, &tail) != SQLITE_OK) {
