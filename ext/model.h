@@ -23,8 +23,9 @@ typedef struct Gpt2Config {
   int n_positions;      /* context length */
   int vocab_size;       /* V: rows of wte */
   float ln_eps;         /* layer_norm_epsilon */
-  int eos_id;           /* eos_token_id */
-  int bos_id;           /* bos_token_id */
+  int eos_id;           /* eos_token_id; absent/null: the vocabulary's
+                           "<|endoftext|>"; -1 when there is neither */
+  int bos_id;           /* bos_token_id; same defaults */
   int scale_attn_weights;           /* divide scores by sqrt(D) (default 1) */
   int scale_attn_by_inverse_layer_idx; /* also divide by layer_idx+1 (default 0) */
 } Gpt2Config;
@@ -47,9 +48,10 @@ typedef struct Gpt2Model {
   const float *lm_head;  /* (V, C): lm_head.weight, or wte when tied */
   Tokenizer *tok;        /* vocab.json + merges.txt of the same directory */
   char *path;            /* directory as given to model_load */
-  char dtype[8];         /* stored dtype of the weights: "F32", "F16", "BF16" */
+  char dtype[8];         /* stored dtype of the weights: "F32", "F16", "BF16",
+                            or "mixed" when tensors differ */
   int64_t n_params;      /* parameters (tied head counted once) */
-  size_t weight_bytes;   /* bytes of weights held in memory */
+  size_t weight_bytes;   /* bytes of weights held in memory (float32 arena) */
   void *arena;           /* owns all weight memory */
 } Gpt2Model;
 

@@ -168,8 +168,12 @@ static int parse_entry(const char *label, const char *name, json_t *v, StTensor 
   t->numel = numel;
 
   long long b = json_nonneg(json_array_get(offs, 0)), e = json_nonneg(json_array_get(offs, 1));
-  if (b < 0 || e < 0 || e < b)
-    return gpt2_errorf(err, errlen, "%s: tensor %s has invalid data_offsets", label, name);
+  if (b < 0 || e < 0)
+    return gpt2_errorf(err, errlen, "%s: tensor %s has data_offsets that are not non-negative "
+                       "integers", label, name);
+  if (e < b)
+    return gpt2_errorf(err, errlen, "%s: tensor %s has data_offsets [%lld, %lld] that end before "
+                       "they begin", label, name, b, e);
   t->begin = (uint64_t)b;
   t->end = (uint64_t)e;
 

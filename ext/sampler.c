@@ -112,6 +112,11 @@ static void heap_down(uint64_t *h, size_t n, size_t i) {
 static void top_keys(Gpt2Sampler *s, const float *logits, int V, int k) {
   uint64_t *h = s->key;
   size_t n = 0, K = (size_t)k;
+  if (k >= V) { /* everything: no selection needed */
+    for (int id = 0; id < V; id++) h[id] = rank_key(logits[id], id);
+    sort_desc(h, s->tmp, (size_t)V);
+    return;
+  }
   for (int id = 0; id < V; id++) {
     uint64_t key = rank_key(logits[id], id);
     if (n < K) {

@@ -31,6 +31,7 @@ weights the extension loads.
 """
 import argparse
 import collections
+import functools
 import json
 import os
 import re
@@ -87,6 +88,14 @@ like 1, 12, 123 and 2024 appear in the text too; so do words such as language, m
 transformer, attention, layer, token, sequence, query, select, from, where, and order.
 In the beginning the story was short, but then it grew longer and longer, until the
 people of the town came to hear it read aloud. Hello world! Hello, my dog is cute.
+A loadable extension adds new SQL functions to the database engine: it can tokenize a
+prompt, run the network over every position, and sample the next word with a seeded
+random number generator. Weights are stored as floating point numbers in a file whose
+header describes each tensor's name, shape and offsets. The river flowed quietly past
+the old mill, where children played in the summer and skaters raced in the winter.
+"Where are you going?" asked the teacher. "Home," replied the student, "because it's
+late and I haven't finished my homework." Temperature 0.8, top-k 40 and top-p 0.95
+are common settings; greedy decoding always picks the most likely token instead.
 """
 
 # An approximation of GPT-2's pre-tokenisation with Python's re: good enough
@@ -109,8 +118,6 @@ def learn_bpe(text, n_merges):
         if not pairs:
             break
         best = min(pairs, key=lambda p: (-pairs[p], p))
-        if pairs[best] < 2:
-            break
         merges.append(best)
         new = collections.Counter()
         for w, c in words.items():
@@ -127,6 +134,7 @@ def learn_bpe(text, n_merges):
     return merges
 
 
+@functools.lru_cache(maxsize=None)
 def tiny_vocab(n_merges=300):
     """(vocab dict, merges list): 256 byte tokens in GPT-2's order, the learned
     merges, then <|endoftext|> as the last id (not 50256)."""

@@ -69,7 +69,7 @@ def greedy(weights, cfg, ids, n, stop=None):
     W = _f64(weights)
     seq, out = list(ids), []
     for _ in range(n):
-        if len(seq) >= cfg["n_positions"]:
+        if len(seq) >= cfg.get("n_positions", cfg.get("n_ctx")):
             break
         nxt = int(np.argmax(logits(W, cfg, seq)[-1]))
         out.append(nxt)
