@@ -9,6 +9,7 @@
 
 void prefix_clear(Gpt2Prefix *p) {
   seq_free(p->seq);
+  model_release(p->m);
   idvec_free(&p->ids);
   memset(p, 0, sizeof *p);
 }
@@ -58,7 +59,7 @@ int gen_start(Gpt2Gen *g, const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr
               const int *prompt, int n, const Gpt2GenParams *p, Gpt2Prefix *pfx, int steal,
               char *err, size_t errlen) {
   memset(g, 0, sizeof *g);
-  g->m = m;
+  g->m = model_retain(m);
   g->sc = sc;
   g->ctr = ctr;
   g->p = *p;
@@ -66,6 +67,8 @@ int gen_start(Gpt2Gen *g, const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr
   rng_seed(&g->rng, p->seed);
   int eos = m->cfg.eos_id;
   if (n == 0) { /* unconditional generation starts from eos (GPT-2's convention) */
+    if (eos < 0) return gpt2_errorf(err, errlen, "an empty prompt needs an eos token, and the "
+                                    "checkpoint declares none");
     prompt = &eos;
     n = 1;
   }
@@ -101,7 +104,7 @@ int gen_save_prefix(Gpt2Gen *g, Gpt2Prefix *pfx, int steal) {
   if (!g->seq) return GPT2_OK;
   if (steal) {
     prefix_clear(pfx);
-    pfx->m = g->m;
+    pfx->m = model_retain(g->m);
     pfx->seq = g->seq;
     pfx->ids = g->fed;
     g->seq = NULL;
@@ -112,7 +115,7 @@ int gen_save_prefix(Gpt2Gen *g, Gpt2Prefix *pfx, int steal) {
     prefix_clear(pfx);
     pfx->seq = seq_new(g->m);
     if (!pfx->seq) return GPT2_NOMEM;
-    pfx->m = g->m;
+    pfx->m = model_retain(g->m);
   }
   pfx->ids.n = 0;
   if (idvec_reserve(&pfx->ids, (size_t)g->n_prompt)) return GPT2_NOMEM;
@@ -216,5 +219,6 @@ void gen_free(Gpt2Gen *g) {
   idvec_free(&g->fed);
   sampler_free(&g->sampler);
   buf_free(&g->pending);
+  model_release(g->m);
   memset(g, 0, sizeof *g);
 }

@@ -38,7 +38,7 @@ SQLITE_EXTENSION_INIT1
 
 /* Free an entry; the caller drops any prefix state computed with it. */
 static void entry_clear(Gpt2Entry *e) {
-  if (e->model) model_free(e->model);
+  if (e->model) model_release(e->model); /* generations may still hold it */
   else if (e->tok) tok_free(e->tok);
   free(e->name);
   free(e->path);

@@ -199,6 +199,8 @@ static int load_weights(Gpt2Model *m, const char *dir, char *err, size_t errlen)
   return rc;
 }
 
+static void model_free(Gpt2Model *m);
+
 int model_load(const char *dir, Gpt2Model **out, char *err, size_t errlen) {
   *out = NULL;
   if (err && errlen) err[0] = 0;
@@ -229,6 +231,7 @@ int model_load(const char *dir, Gpt2Model **out, char *err, size_t errlen) {
   rc = GPT2_NOMEM;
   if (!(m->layers = calloc((size_t)c->n_layer, sizeof *m->layers))) goto fail;
   if ((rc = load_weights(m, dir, err, errlen))) goto fail;
+  m->refs = 1;
   *out = m;
   return GPT2_OK;
 fail:
@@ -236,7 +239,16 @@ fail:
   return rc;
 }
 
-void model_free(Gpt2Model *m) {
+const Gpt2Model *model_retain(const Gpt2Model *m) {
+  if (m) ((Gpt2Model *)m)->refs++; /* atomic */
+  return m;
+}
+
+void model_release(const Gpt2Model *m) {
+  if (m && --((Gpt2Model *)m)->refs == 0) model_free((Gpt2Model *)m);
+}
+
+static void model_free(Gpt2Model *m) {
   if (!m) return;
   if (m->tok) tok_free(m->tok);
   free(m->layers);

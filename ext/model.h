@@ -53,6 +53,7 @@ typedef struct Gpt2Model {
   int64_t n_params;      /* parameters (tied head counted once) */
   size_t weight_bytes;   /* bytes of weights held in memory (float32 arena) */
   void *arena;           /* owns all weight memory */
+  _Atomic int refs;      /* holders: model_load's caller, generations, caches */
 } Gpt2Model;
 
 /* Load <dir>/config.json, <dir>/model.safetensors and the tokenizer files.
@@ -61,6 +62,11 @@ typedef struct Gpt2Model {
 ** returns GPT2_ERROR with a message naming the file and the problem (or
 ** GPT2_NOMEM); nothing stays allocated. */
 int model_load(const char *dir, Gpt2Model **out, char *err, size_t errlen);
-void model_free(Gpt2Model *m);
+
+/* Reference counting: model_load returns a model holding one reference;
+** anything that keeps a pointer beyond one call retains it. The last
+** release frees the model. Safe across threads. */
+const Gpt2Model *model_retain(const Gpt2Model *m);
+void model_release(const Gpt2Model *m);
 
 #endif

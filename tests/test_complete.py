@@ -228,4 +228,9 @@ def test_several_models(ckpt, ckpt_eos):
     conn.execute("SELECT gpt2_use('default')")
     assert one(conn, "SELECT gpt2_generate('ab', 5)") == b
     assert conn.execute("SELECT name, current FROM gpt2_models").fetchall() == [("default", 1)]
+    # Unloading the model a running stream uses: the stream keeps its own reference.
+    rows = conn.execute("SELECT gpt2_unload('default'), token FROM gpt2_stream('ab', 5)").fetchall()
+    assert [r[0] for r in rows] == [1] + [0] * (len(rows) - 1)
+    assert "".join(r[1] for r in rows) == b
+    assert conn.execute("SELECT count(*) FROM gpt2_models").fetchone()[0] == 0
     conn.close()

@@ -415,7 +415,7 @@ def lib():
     L = ctypes.CDLL(SO)
     P, I, VP = ctypes.POINTER, ctypes.c_int, ctypes.c_void_p
     L.model_load.argtypes = [ctypes.c_char_p, P(VP), ctypes.c_char_p, ctypes.c_size_t]
-    L.model_free.argtypes = [VP]
+    L.model_release.argtypes = [VP]
     L.seq_new.argtypes = [VP]
     L.seq_new.restype = P(Seq)
     L.seq_free.argtypes = [P(Seq)]
@@ -464,7 +464,7 @@ class Core:
         for s in self.seqs:
             self.lib.seq_free(s)
         self.lib.scratch_free(self.sc)
-        self.lib.model_free(self.m)
+        self.lib.model_release(self.m)
 
 
 def test_cache_across_calls_and_sequences(lib, ckpts):
