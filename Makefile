@@ -33,4 +33,10 @@ clean:
 
 demo: deps vocab all
 	scripts/demo.sh
-.PHONY: demo
+
+# Speed against references, measured side by side in one run (not a test).
+bench: deps vocab all
+	$(PYTHON) scripts/bench_tokenizer.py
+	$(PYTHON) scripts/bench_complete.py
+
+.PHONY: demo bench

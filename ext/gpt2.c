@@ -453,8 +453,15 @@ static void fn_info(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   (void)argc;
   (void)argv;
   Gpt2Conn *c = sqlite3_user_data(ctx);
-  if (c->current < 0) return; /* NULL: nothing loaded */
-  json_t *j = entry_summary(&c->entries[c->current]);
+  const char *env = getenv("GPT2_MODEL");
+  if (c->current < 0 && !(env && *env)) return; /* NULL: nothing loaded */
+  char err[GPT2_ERRLEN];
+  Gpt2Entry *e = gpt2_conn_entry(c, "gpt2_info", 0, err, sizeof err); /* may load $GPT2_MODEL */
+  if (!e) {
+    sqlite3_result_error(ctx, err, -1);
+    return;
+  }
+  json_t *j = entry_summary(e);
   json_t *k = json_object();
   if (j && k) {
     json_object_set_new(k, "forward_calls", json_integer(c->ctr.forward_calls));

@@ -23,10 +23,20 @@ SELECT gpt2_generate('The meaning of life is', 24, 0.8, 40, 0.95, 42) AS sampled
 SELECT i, token_id, token, round(logprob, 3) AS logprob
   FROM gpt2_stream('In a shocking finding, scientists', 32) LIMIT 8;
 
--- Completing the rows of a table.
+-- Completing the rows of a table: gpt2_complete runs the query and generates
+-- for all its rows in batches (one forward step per token for the whole batch).
 CREATE TABLE docs(id INTEGER PRIMARY KEY, body TEXT, continuation TEXT);
-INSERT INTO docs(body) VALUES ('The weather today is'), ('My favourite food is'), ('SQLite is');
-UPDATE docs SET continuation = gpt2_generate(body, 12);
+INSERT INTO docs(body) VALUES ('The weather today is'), ('My favourite food is'),
+  ('SQLite is'), ('The best way to learn is'), (NULL);
+UPDATE docs SET continuation = c.completion
+  FROM gpt2_complete('SELECT id, body FROM docs WHERE continuation IS NULL', 12) AS c
+ WHERE docs.id = c.key;
 SELECT id, body, continuation FROM docs;
+
+-- Row at a time works too (the model is loaded once per connection).
+SELECT body, gpt2_generate(body, 6) AS short FROM docs WHERE id <= 2;
+
+-- Several models per connection.
+SELECT name, current, n_layer, n_embd, n_params, dtype FROM gpt2_models;
 
 SELECT json_extract(gpt2_info(), '$.counters') AS work_done;
