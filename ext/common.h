@@ -12,7 +12,7 @@
 
 /* Status codes returned by every module. Messages go to a caller-owned
 ** buffer `char *err, size_t errlen` (always NUL-terminated when errlen>0). */
-enum { GPT2_OK = 0, GPT2_ERROR = 1, GPT2_NOMEM = 2 };
+enum { GPT2_OK = 0, GPT2_ERROR = 1, GPT2_NOMEM = 2, GPT2_INTERRUPTED = 3 };
 
 #define GPT2_ERRLEN 512
 

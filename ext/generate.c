@@ -26,8 +26,15 @@ static int forward(const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr, int n
   return rc;
 }
 
+static int stopped(const Gpt2GenParams *p, char *err, size_t errlen) {
+  if (!p->stop || !p->stop(p->stop_arg)) return 0;
+  gpt2_errorf(err, errlen, "interrupted");
+  return 1;
+}
+
 /* Feed n tokens of g's own sequence. */
 static int feed(Gpt2Gen *g, int n, const int *ids, char *err, size_t errlen) {
+  if (stopped(&g->p, err, errlen)) return GPT2_INTERRUPTED;
   Gpt2Seq *one[1] = {g->seq};
   Gpt2Seq **seqs = one;
   if (n > 1) {
@@ -169,6 +176,7 @@ int gen_next_batch(Gpt2Gen *const *gs, int n, int *toks, double *logprobs, char 
     logprobs[i] = 0;
     if (!gs[i]->done && gs[i]->last >= 0) rows++;
   }
+  if (rows && stopped(&gs[0]->p, err, errlen)) return GPT2_INTERRUPTED;
   if (rows) {
     const Gpt2Model *m = gs[0]->m;
     size_t V = (size_t)m->cfg.vocab_size;

@@ -37,6 +37,8 @@ typedef struct Gpt2GenParams {
   int max_tokens;
   Gpt2SampleParams sample;
   uint64_t seed;
+  int (*stop)(void *arg);  /* asked before every forward call; nonzero: GPT2_INTERRUPTED */
+  void *stop_arg;
 } Gpt2GenParams;
 
 typedef struct Gpt2Gen {

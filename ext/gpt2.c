@@ -261,6 +261,21 @@ static int arg_num(const char *fname, int argno, const char *what, sqlite3_value
   return GPT2_OK;
 }
 
+int gpt2_interrupted(void *db) {
+  if (sqlite3_libversion_number() < 3041000) return 0;
+#if SQLITE_VERSION_NUMBER >= 3041000
+  return sqlite3_is_interrupted(db);
+#else
+  /* Built against older headers: is_interrupted is the routine that 3.41
+  ** appended right after value_encoding, and the table only ever grows. */
+  struct api341 {
+    sqlite3_api_routines base;
+    int (*is_interrupted)(sqlite3 *);
+  };
+  return ((const struct api341 *)sqlite3_api)->is_interrupted(db);
+#endif
+}
+
 uint64_t gpt2_random_seed(void) {
   uint64_t s = 0;
   if (getrandom(&s, sizeof s, 0) != (ssize_t)sizeof s) s ^= (uint64_t)(uintptr_t)&s;
@@ -358,7 +373,7 @@ int gpt2_vtab_error(sqlite3_vtab *tab, int rc, const char *msg) {
   if (rc == GPT2_NOMEM) return SQLITE_NOMEM;
   sqlite3_free(tab->zErrMsg);
   tab->zErrMsg = sqlite3_mprintf("%s", msg);
-  return SQLITE_ERROR;
+  return rc == GPT2_INTERRUPTED ? SQLITE_INTERRUPT : SQLITE_ERROR;
 }
 
 void gpt2_args_unpack(int idxNum, int argc, sqlite3_value **argv, int n_args,
@@ -372,8 +387,12 @@ void gpt2_args_unpack(int idxNum, int argc, sqlite3_value **argv, int n_args,
 */
 
 static void result_error(sqlite3_context *ctx, int rc, const char *msg) {
-  if (rc == GPT2_NOMEM) sqlite3_result_error_nomem(ctx);
-  else sqlite3_result_error(ctx, msg, -1);
+  if (rc == GPT2_NOMEM) {
+    sqlite3_result_error_nomem(ctx);
+    return;
+  }
+  sqlite3_result_error(ctx, msg, -1);
+  if (rc == GPT2_INTERRUPTED) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
 }
 
 static void result_json(sqlite3_context *ctx, json_t *j) {
@@ -605,7 +624,8 @@ static void fn_logits(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   }
   IdVec ids = {0};
   int rc = gpt2_parse_prompt(e, fname, 1, argv[0], &ids, err, sizeof err);
-  Gpt2GenParams p = {.max_tokens = 0};
+  Gpt2GenParams p = {.max_tokens = 0, .stop = gpt2_interrupted,
+                     .stop_arg = sqlite3_context_db_handle(ctx)};
   Gpt2Gen g;
   memset(&g, 0, sizeof g);
   Gpt2Scratch *sc = rc ? NULL : conn_scratch(c);
@@ -614,6 +634,7 @@ static void fn_logits(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     rc = gen_start(&g, e->model, sc, &c->ctr, ids.v, (int)ids.n, &p, gpt2_conn_prefix(c), 1,
                    msg, sizeof msg);
     if (rc == GPT2_ERROR) gpt2_errorf(err, sizeof err, "%s: argument 1 (prompt): %s", fname, msg);
+    if (rc == GPT2_INTERRUPTED) gpt2_errorf(err, sizeof err, "%s: %s", fname, msg);
   }
   if (!rc) {
     int V = e->model->cfg.vocab_size;
@@ -651,6 +672,8 @@ static void fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   Gpt2GenParams p;
   IdVec ids = {0};
   int rc = gpt2_parse_gen_params(e->model, fname, argc - 1, argv + 1, &p, err, sizeof err);
+  p.stop = gpt2_interrupted;
+  p.stop_arg = sqlite3_context_db_handle(ctx);
   if (!rc) rc = gpt2_parse_prompt(e, fname, 1, argv[0], &ids, err, sizeof err);
   Gpt2Gen g;
   memset(&g, 0, sizeof g);
@@ -661,12 +684,13 @@ static void fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     rc = gen_start(&g, e->model, sc, &c->ctr, ids.v, (int)ids.n, &p, gpt2_conn_prefix(c), 1,
                    msg, sizeof msg);
     if (rc == GPT2_ERROR) gpt2_errorf(err, sizeof err, "%s: argument 1 (prompt): %s", fname, msg);
+    if (rc == GPT2_INTERRUPTED) gpt2_errorf(err, sizeof err, "%s: %s", fname, msg);
   }
   while (!rc) {
     int tok;
     double lp;
     rc = gen_next(&g, &tok, &lp, msg, sizeof msg);
-    if (rc == GPT2_ERROR) gpt2_errorf(err, sizeof err, "%s: %s", fname, msg);
+    if (rc == GPT2_ERROR || rc == GPT2_INTERRUPTED) gpt2_errorf(err, sizeof err, "%s: %s", fname, msg);
     if (rc || tok < 0) break;
     rc = gen_take_text(&g, tok, g.done, &text);
     if (g.done) break;

@@ -57,6 +57,10 @@ int gpt2_parse_prompt(const Gpt2Entry *e, const char *fname, int argno, sqlite3_
 int gpt2_parse_gen_params(const Gpt2Model *m, const char *fname, int argc,
                           sqlite3_value **argv, Gpt2GenParams *p, char *err, size_t errlen);
 
+/* Nonzero when sqlite3_interrupt() was called on db (arg) during the running
+** statement; always 0 before SQLite 3.41, which cannot tell. */
+int gpt2_interrupted(void *db);
+
 /* A random 64-bit seed (for seed NULL). */
 uint64_t gpt2_random_seed(void);
 

@@ -202,6 +202,7 @@ static int fill(CompleteCursor *c, char *err, size_t errlen) {
       jobFree(j);
       if (rc == GPT2_ERROR) gpt2_errorf(err, errlen, "gpt2_complete: query row %lld: %s",
                                         (long long)k + 1, msg);
+      if (rc == GPT2_INTERRUPTED) gpt2_errorf(err, errlen, "gpt2_complete: %s", msg);
       return rc;
     }
     if (j->gen.done) enqueue(c, j); /* nothing to generate (max_tokens 0, full context) */
@@ -229,7 +230,7 @@ static int advance(CompleteCursor *c, char *err, size_t errlen) {
     if (!n) break; /* query exhausted, nothing live */
     char msg[GPT2_ERRLEN];
     rc = gen_next_batch(gens, n, toks, lps, msg, sizeof msg);
-    if (rc == GPT2_ERROR) gpt2_errorf(err, errlen, "gpt2_complete: %s", msg);
+    if (rc == GPT2_ERROR || rc == GPT2_INTERRUPTED) gpt2_errorf(err, errlen, "gpt2_complete: %s", msg);
     for (int i = 0; !rc && i < n; i++) {
       Job *j = c->slots[who[i]];
       if (toks[i] >= 0) rc = gen_take_text(&j->gen, toks[i], j->gen.done, &j->text);
@@ -306,6 +307,8 @@ static int completeFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxS
   if (!e) return gpt2_vtab_error(cur->pVtab, GPT2_ERROR, err);
   int rc = gpt2_parse_gen_params(e->model, "gpt2_complete", 5, args + 1, &c->params, err,
                                  sizeof err);
+  c->params.stop = gpt2_interrupted;
+  c->params.stop_arg = vt->db;
   if (rc) return gpt2_vtab_error(cur->pVtab, rc, err);
   c->seeded = args[5] && sqlite3_value_type(args[5]) != SQLITE_NULL;
   int batch = DEFAULT_BATCH;

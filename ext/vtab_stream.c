@@ -42,6 +42,7 @@ enum {
 
 typedef struct StreamVtab {
   sqlite3_vtab base; /* must be first */
+  sqlite3 *db;       /* for sqlite3_interrupt checks */
   Gpt2Conn *conn;    /* per-connection state (models, counters) */
 } StreamVtab;
 
@@ -69,6 +70,7 @@ static int streamConnect(sqlite3 *db, void *pAux, int argc, const char *const *a
   StreamVtab *v = sqlite3_malloc(sizeof *v);
   if (!v) return SQLITE_NOMEM;
   memset(v, 0, sizeof *v);
+  v->db = db;
   v->conn = pAux;
   sqlite3_vtab_config(db, SQLITE_VTAB_INNOCUOUS);
   *ppVtab = &v->base;
@@ -179,6 +181,8 @@ static int streamFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr
   IdVec ids = {0};
   int rc = gpt2_parse_gen_params(e->model, "gpt2_stream", N_ARGS - 1, args + 1, &p, err,
                                  sizeof err);
+  p.stop = gpt2_interrupted;
+  p.stop_arg = ((StreamVtab *)cur->pVtab)->db;
   if (!rc) rc = gpt2_parse_prompt(e, "gpt2_stream", 1, args[0], &ids, err, sizeof err);
   if (!rc) {
     Gpt2Scratch *sc = conn->scratch ? conn->scratch : (conn->scratch = scratch_new());
@@ -187,6 +191,7 @@ static int streamFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr
                         gpt2_conn_prefix(conn), 1, msg, sizeof msg)
             : GPT2_NOMEM;
     if (rc == GPT2_ERROR) gpt2_errorf(err, sizeof err, "gpt2_stream: argument 1 (prompt): %s", msg);
+    if (rc == GPT2_INTERRUPTED) gpt2_errorf(err, sizeof err, "gpt2_stream: %s", msg);
   }
   idvec_free(&ids);
   if (!rc && !c->gen.done) rc = step(c, err, sizeof err);
