@@ -25,6 +25,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -122,6 +123,22 @@ static int conn_load(Gpt2Conn *c, const char *dir, const char *name, int *out_id
   c->current = idx;
   *out_idx = idx;
   return GPT2_OK;
+}
+
+/* Connection settings: name, range, default, field. */
+static const struct {
+  const char *name;
+  int64_t lo, hi, dflt;
+  size_t offset; /* of the int64_t in Gpt2Conn */
+} SETTINGS[] = {
+    {"prefix_reuse", 0, 1, 1, offsetof(Gpt2Conn, prefix_reuse)},
+    {"max_tokens_limit", 0, 1 << 20, 0, offsetof(Gpt2Conn, max_tokens_limit)},
+    {"kv_memory_limit", 1 << 20, INT64_MAX, (int64_t)4 << 30, offsetof(Gpt2Conn, kv_memory_limit)},
+};
+#define N_SETTINGS (sizeof SETTINGS / sizeof SETTINGS[0])
+
+static int64_t *setting(Gpt2Conn *c, size_t i) {
+  return (int64_t *)((char *)c + SETTINGS[i].offset);
 }
 
 Gpt2Prefix *gpt2_conn_prefix(Gpt2Conn *c) {
@@ -282,10 +299,25 @@ uint64_t gpt2_random_seed(void) {
   return s;
 }
 
-int gpt2_parse_gen_params(const Gpt2Model *m, const char *fname, int argc,
+int gpt2_check_kv(const Gpt2Conn *c, const Gpt2Model *m, const char *fname, int n_seqs,
+                  int n_pos, char *err, size_t errlen) {
+  /* keys + values, float32, every layer (transformer.h) */
+  double need = 2.0 * 4.0 * m->cfg.n_layer * (double)m->cfg.n_embd * n_pos * n_seqs;
+  if (need <= (double)c->kv_memory_limit) return GPT2_OK;
+  return gpt2_errorf(err, errlen,
+                     "%s: %d sequence%s of %d positions need %.0f bytes of KV cache, above the "
+                     "connection's kv_memory_limit (%lld); lower max_tokens or batch_size, or "
+                     "raise it with gpt2_set('kv_memory_limit', bytes)",
+                     fname, n_seqs, n_seqs == 1 ? "" : "s", n_pos, need,
+                     (long long)c->kv_memory_limit);
+}
+
+int gpt2_parse_gen_params(const Gpt2Conn *c, const Gpt2Model *m, const char *fname, int argc,
                           sqlite3_value **argv, Gpt2GenParams *p, char *err, size_t errlen) {
+  int64_t cap = m->cfg.n_positions;
+  if (c->max_tokens_limit > 0 && c->max_tokens_limit < cap) cap = c->max_tokens_limit;
   p->max_tokens = GPT2_DEFAULT_MAX_TOKENS;
-  if (p->max_tokens > m->cfg.n_positions) p->max_tokens = m->cfg.n_positions;
+  if (p->max_tokens > cap) p->max_tokens = (int)cap;
   p->sample.temperature = 0;
   p->sample.top_k = 0;
   p->sample.top_p = 1;
@@ -300,6 +332,11 @@ int gpt2_parse_gen_params(const Gpt2Model *m, const char *fname, int argc,
       case 0:
         if (arg_int(fname, argno, "max_tokens", v, 0, m->cfg.n_positions, &x, err, errlen))
           return GPT2_ERROR;
+        if (x > cap)
+          return gpt2_errorf(err, errlen,
+                             "%s: argument %d (max_tokens) = %lld is above the connection's "
+                             "max_tokens_limit (%lld); see gpt2_set",
+                             fname, argno, (long long)x, (long long)cap);
         p->max_tokens = (int)x;
         break;
       case 1:
@@ -489,7 +526,8 @@ static void fn_info(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     json_object_set_new(k, "prefix_reused", json_integer(c->ctr.prefix_reused));
     json_object_set_new(j, "counters", k);
     json_t *st = json_object();
-    json_object_set_new(st, "prefix_reuse", json_integer(c->prefix_reuse));
+    for (size_t i = 0; i < N_SETTINGS; i++)
+      json_object_set_new(st, SETTINGS[i].name, json_integer(*setting(c, i)));
     json_object_set_new(j, "settings", st);
   } else {
     json_decref(k);
@@ -624,6 +662,7 @@ static void fn_logits(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   }
   IdVec ids = {0};
   int rc = gpt2_parse_prompt(e, fname, 1, argv[0], &ids, err, sizeof err);
+  if (!rc) rc = gpt2_check_kv(c, e->model, fname, 1, (int)ids.n, err, sizeof err);
   Gpt2GenParams p = {.max_tokens = 0, .stop = gpt2_interrupted,
                      .stop_arg = sqlite3_context_db_handle(ctx)};
   Gpt2Gen g;
@@ -671,10 +710,11 @@ static void fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   }
   Gpt2GenParams p;
   IdVec ids = {0};
-  int rc = gpt2_parse_gen_params(e->model, fname, argc - 1, argv + 1, &p, err, sizeof err);
+  int rc = gpt2_parse_gen_params(c, e->model, fname, argc - 1, argv + 1, &p, err, sizeof err);
   p.stop = gpt2_interrupted;
   p.stop_arg = sqlite3_context_db_handle(ctx);
   if (!rc) rc = gpt2_parse_prompt(e, fname, 1, argv[0], &ids, err, sizeof err);
+  if (!rc) rc = gpt2_check_kv(c, e->model, fname, 1, (int)ids.n + p.max_tokens, err, sizeof err);
   Gpt2Gen g;
   memset(&g, 0, sizeof g);
   ByteBuf text = {0};
@@ -708,28 +748,29 @@ static void fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
 }
 
 /* gpt2_set(name, value): change a connection setting; returns the previous
-** value. Settings: prefix_reuse (0 or 1, default 1). */
+** value. */
 static void fn_set(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   (void)argc;
   Gpt2Conn *c = sqlite3_user_data(ctx);
   const char *key = (const char *)sqlite3_value_text(argv[0]);
   char msg[256];
-  if (sqlite3_value_type(argv[0]) != SQLITE_TEXT || !key) {
-    sqlite3_result_error(ctx, "gpt2_set: argument 1 (name) must be TEXT: prefix_reuse", -1);
-    return;
-  }
-  if (strcmp(key, "prefix_reuse") == 0) {
+  for (size_t i = 0; key && sqlite3_value_type(argv[0]) == SQLITE_TEXT && i < N_SETTINGS; i++) {
+    if (strcmp(key, SETTINGS[i].name) != 0) continue;
     int64_t v;
-    if (arg_int("gpt2_set", 2, "prefix_reuse", argv[1], 0, 1, &v, msg, sizeof msg)) {
+    if (arg_int("gpt2_set", 2, SETTINGS[i].name, argv[1], SETTINGS[i].lo, SETTINGS[i].hi, &v, msg,
+                sizeof msg)) {
       sqlite3_result_error(ctx, msg, -1);
       return;
     }
-    sqlite3_result_int(ctx, c->prefix_reuse);
-    c->prefix_reuse = (int)v;
-    if (!v) prefix_clear(&c->prefix);
+    sqlite3_result_int64(ctx, *setting(c, i));
+    *setting(c, i) = v;
+    if (!c->prefix_reuse) prefix_clear(&c->prefix);
     return;
   }
-  gpt2_errorf(msg, sizeof msg, "gpt2_set: unknown setting '%.64s' (known: prefix_reuse)", key);
+  gpt2_errorf(msg, sizeof msg,
+              "gpt2_set: unknown setting '%.64s' (known: prefix_reuse, max_tokens_limit, "
+              "kv_memory_limit)",
+              key ? key : "NULL");
   sqlite3_result_error(ctx, msg, -1);
 }
 
@@ -839,7 +880,7 @@ int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *p
   Gpt2Conn *c = calloc(1, sizeof *c);
   if (!c) return SQLITE_NOMEM;
   c->current = -1;
-  c->prefix_reuse = 1;
+  for (size_t i = 0; i < N_SETTINGS; i++) *setting(c, i) = SETTINGS[i].dflt;
   c->refs = 1; /* held by this function until registration is over */
   int rc = SQLITE_OK;
   for (size_t i = 0; i < sizeof FUNCS / sizeof FUNCS[0] && rc == SQLITE_OK; i++) {

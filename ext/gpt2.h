@@ -35,8 +35,16 @@ typedef struct Gpt2Conn {
   Gpt2Scratch *scratch; /* activations for scalar calls */
   Gpt2Counters ctr;     /* work counters, see gpt2_info() */
   Gpt2Prefix prefix;    /* KV state of the last generation, for prefix reuse */
-  int prefix_reuse;     /* setting 'prefix_reuse': 1 (default) or 0 */
+  /* Settings (gpt2_set); see SETTINGS in gpt2.c for ranges and defaults. */
+  int64_t prefix_reuse;      /* 1: reuse KV state of shared prompt prefixes */
+  int64_t max_tokens_limit;  /* cap on max_tokens; 0 = the model's context */
+  int64_t kv_memory_limit;   /* cap on KV-cache bytes one statement may need */
 } Gpt2Conn;
+
+/* KV-cache bytes n_seqs sequences of n_pos positions need; an error naming
+** fname and the kv_memory_limit when that is above the cap. */
+int gpt2_check_kv(const Gpt2Conn *c, const Gpt2Model *m, const char *fname, int n_seqs,
+                  int n_pos, char *err, size_t errlen);
 
 /* The connection's prefix cache when reuse is on, else NULL. */
 Gpt2Prefix *gpt2_conn_prefix(Gpt2Conn *c);
@@ -53,8 +61,9 @@ int gpt2_parse_prompt(const Gpt2Entry *e, const char *fname, int argno, sqlite3_
                       IdVec *out, char *err, size_t errlen);
 
 /* Generation arguments after the prompt: max_tokens, temperature, top_k,
-** top_p, seed (argc of them; a NULL pointer or SQL NULL means the default). */
-int gpt2_parse_gen_params(const Gpt2Model *m, const char *fname, int argc,
+** top_p, seed (argc of them; a NULL pointer or SQL NULL means the default).
+** max_tokens is capped by the connection's max_tokens_limit. */
+int gpt2_parse_gen_params(const Gpt2Conn *c, const Gpt2Model *m, const char *fname, int argc,
                           sqlite3_value **argv, Gpt2GenParams *p, char *err, size_t errlen);
 
 /* Nonzero when sqlite3_interrupt() was called on db (arg) during the running

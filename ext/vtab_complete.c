@@ -58,6 +58,7 @@ typedef struct CompleteVtab {
 
 /* A query row: live in a slot while generating, then queued as a result. */
 typedef struct Job {
+  int kv_need;           /* positions this job may fill: prompt + max_tokens */
   sqlite3_value *key;    /* first query column, unchanged */
   sqlite3_value *prompt; /* second query column */
   Gpt2Gen gen;           /* started when the prompt is not NULL */
@@ -78,6 +79,7 @@ typedef struct CompleteCursor {
   Job *head, *tail;         /* finished jobs, oldest first */
   Job *row;                 /* the current result row */
   Gpt2Prefix pfx;           /* last prompt's KV state, for prefix reuse */
+  int kv_live;              /* positions the live jobs may fill (kv_memory_limit) */
   sqlite3_int64 rowid;
 } CompleteCursor;
 
@@ -139,6 +141,7 @@ static void cursorReset(CompleteCursor *c) {
   jobFree(c->row);
   c->row = NULL;
   prefix_clear(&c->pfx);
+  c->kv_live = 0;
   c->n_read = 0;
   c->rowid = 0;
 }
@@ -191,6 +194,14 @@ static int fill(CompleteCursor *c, char *err, size_t errlen) {
     Gpt2GenParams p = c->params;
     if (c->seeded) p.seed += (uint64_t)k;
     else p.seed = gpt2_random_seed();
+    j->kv_need = (int)ids.n + p.max_tokens;
+    if (j->kv_need > c->m->cfg.n_positions) j->kv_need = c->m->cfg.n_positions;
+    if (!rc && gpt2_check_kv(conn, c->m, "gpt2_complete", 1, c->kv_live + j->kv_need, err,
+                             errlen)) {
+      idvec_free(&ids);
+      jobFree(j);
+      return GPT2_ERROR;
+    }
     if (!rc) {
       j->started = 1;
       rc = gen_start(&j->gen, c->m, conn->scratch, &conn->ctr, ids.v, (int)ids.n, &p,
@@ -205,8 +216,12 @@ static int fill(CompleteCursor *c, char *err, size_t errlen) {
       if (rc == GPT2_INTERRUPTED) gpt2_errorf(err, errlen, "gpt2_complete: %s", msg);
       return rc;
     }
-    if (j->gen.done) enqueue(c, j); /* nothing to generate (max_tokens 0, full context) */
-    else c->slots[s] = j;
+    if (j->gen.done) {
+      enqueue(c, j); /* nothing to generate (max_tokens 0, full context) */
+    } else {
+      c->slots[s] = j;
+      c->kv_live += j->kv_need;
+    }
   }
   return GPT2_OK;
 }
@@ -236,6 +251,7 @@ static int advance(CompleteCursor *c, char *err, size_t errlen) {
       if (toks[i] >= 0) rc = gen_take_text(&j->gen, toks[i], j->gen.done, &j->text);
       if (!rc && j->gen.done) {
         c->slots[who[i]] = NULL;
+        c->kv_live -= j->kv_need;
         enqueue(c, j);
       }
     }
@@ -305,7 +321,7 @@ static int completeFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxS
     return gpt2_vtab_error(cur->pVtab, GPT2_ERROR, "gpt2_complete: argument 1 (query) must be TEXT, an SQL query");
   Gpt2Entry *e = gpt2_conn_entry(conn, "gpt2_complete", 1, err, sizeof err);
   if (!e) return gpt2_vtab_error(cur->pVtab, GPT2_ERROR, err);
-  int rc = gpt2_parse_gen_params(e->model, "gpt2_complete", 5, args + 1, &c->params, err,
+  int rc = gpt2_parse_gen_params(conn, e->model, "gpt2_complete", 5, args + 1, &c->params, err,
                                  sizeof err);
   c->params.stop = gpt2_interrupted;
   c->params.stop_arg = vt->db;

@@ -179,11 +179,13 @@ static int streamFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr
   if (!e) return gpt2_vtab_error(cur->pVtab, GPT2_ERROR, err);
   Gpt2GenParams p;
   IdVec ids = {0};
-  int rc = gpt2_parse_gen_params(e->model, "gpt2_stream", N_ARGS - 1, args + 1, &p, err,
+  int rc = gpt2_parse_gen_params(conn, e->model, "gpt2_stream", N_ARGS - 1, args + 1, &p, err,
                                  sizeof err);
   p.stop = gpt2_interrupted;
   p.stop_arg = ((StreamVtab *)cur->pVtab)->db;
   if (!rc) rc = gpt2_parse_prompt(e, "gpt2_stream", 1, args[0], &ids, err, sizeof err);
+  if (!rc) rc = gpt2_check_kv(conn, e->model, "gpt2_stream", 1, (int)ids.n + p.max_tokens, err,
+                              sizeof err);
   if (!rc) {
     Gpt2Scratch *sc = conn->scratch ? conn->scratch : (conn->scratch = scratch_new());
     c->started = 1;

@@ -234,3 +234,40 @@ def test_several_models(ckpt, ckpt_eos):
     assert "".join(r[1] for r in rows) == b
     assert conn.execute("SELECT count(*) FROM gpt2_models").fetchone()[0] == 0
     conn.close()
+
+
+def test_limits(ckpt):
+    conn = connect()
+    conn.execute("SELECT gpt2_load(?)", (ckpt,))
+    settings = info(conn)["settings"]
+    assert settings == {"prefix_reuse": 1, "max_tokens_limit": 0, "kv_memory_limit": 4 << 30}
+    assert one(conn, "SELECT gpt2_set('max_tokens_limit', 10)") == 0
+    with pytest.raises(sqlite3.Error) as e:
+        conn.execute("SELECT gpt2_generate('a', 11)")
+    assert str(e.value) == ("gpt2_generate: argument 2 (max_tokens) = 11 is above the "
+                            "connection's max_tokens_limit (10); see gpt2_set")
+    # the default max_tokens (32) shrinks to the cap
+    n = len(conn.execute("SELECT * FROM gpt2_stream('a')").fetchall())
+    assert n <= 10
+    with pytest.raises(sqlite3.Error) as e:
+        conn.execute("SELECT * FROM gpt2_complete('SELECT 1, ''a''', 20)").fetchall()
+    assert "max_tokens_limit (10)" in str(e.value)
+    # KV memory: 2 layers x 64 x 2 x 4 bytes = 1 KiB per position
+    conn.execute("SELECT gpt2_set('kv_memory_limit', 1 << 20)")
+    conn.execute("SELECT gpt2_set('max_tokens_limit', 0)")
+    conn.execute("CREATE TABLE s(value)")
+    conn.executemany("INSERT INTO s VALUES (?)", [(i,) for i in range(20)])
+    with pytest.raises(sqlite3.Error) as e:
+        conn.execute("SELECT * FROM gpt2_complete('SELECT value, ''a b'' FROM s', 127, NULL, NULL, NULL, NULL, 16)").fetchall()
+    assert str(e.value).startswith("gpt2_complete: 1 sequence of ")
+    assert "kv_memory_limit (1048576)" in str(e.value)
+    # A smaller batch fits.
+    assert len(conn.execute("SELECT * FROM gpt2_complete('SELECT value, ''a b'' FROM s', 100, NULL, NULL, NULL, NULL, 4)").fetchall()) == 20
+    with pytest.raises(sqlite3.Error) as e:
+        conn.execute("SELECT gpt2_set('kv_memory_limit', 5)")
+    assert str(e.value) == ("gpt2_set: argument 2 (kv_memory_limit) = 5 is out of range "
+                            "[1048576, 9223372036854775807]")
+    with pytest.raises(sqlite3.Error) as e:
+        conn.execute("SELECT gpt2_set('nope', 5)")
+    assert "unknown setting 'nope'" in str(e.value)
+    conn.close()
