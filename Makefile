@@ -29,6 +29,8 @@ test: deps vocab all
 clean:
 	rm -rf build
 
+include mk/hardening.mk
+
 .PHONY: all deps vocab test clean
 
 demo: deps vocab all
