@@ -643,17 +643,32 @@ static void fn_detokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   sqlite3_result_text(ctx, out.p, (int)out.n, free);
 }
 
-/* Scratch for scalar forward passes, created on first use. */
-static Gpt2Scratch *conn_scratch(Gpt2Conn *c) {
-  if (!c->scratch) c->scratch = scratch_new();
-  return c->scratch;
+int gpt2_start(Gpt2Conn *c, const Gpt2Model *m, const char *fname, sqlite3 *db,
+               const IdVec *ids, Gpt2GenParams *p, Gpt2Gen *g, char *err, size_t errlen) {
+  char msg[GPT2_ERRLEN];
+  memset(g, 0, sizeof *g);
+  int rc = gpt2_check_kv(c, m, fname, 1, (int)ids->n + p->max_tokens, err, errlen);
+  if (rc) return rc;
+  if (!c->scratch && !(c->scratch = scratch_new())) return GPT2_NOMEM;
+  p->stop = gpt2_interrupted;
+  p->stop_arg = db;
+  rc = gen_start(g, m, c->scratch, &c->ctr, ids->v, (int)ids->n, p, gpt2_conn_prefix(c), 1, msg,
+                 sizeof msg);
+  if (rc == GPT2_ERROR) gpt2_errorf(err, errlen, "%s: argument 1 (prompt): %s", fname, msg);
+  if (rc == GPT2_INTERRUPTED) gpt2_errorf(err, errlen, "%s: %s", fname, msg);
+  return rc;
+}
+
+void gpt2_finish(Gpt2Conn *c, Gpt2Gen *g) {
+  if (g->m && g->seq && gpt2_conn_prefix(c)) gen_save_prefix(g, &c->prefix, 1);
+  gen_free(g);
 }
 
 static void fn_logits(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   (void)argc;
   const char *fname = "gpt2_logits";
   Gpt2Conn *c = sqlite3_user_data(ctx);
-  char err[GPT2_ERRLEN], msg[GPT2_ERRLEN + 32];
+  char err[GPT2_ERRLEN];
   if (sqlite3_value_type(argv[0]) == SQLITE_NULL) return;
   Gpt2Entry *e = gpt2_conn_entry(c, fname, 1, err, sizeof err);
   if (!e) {
@@ -661,20 +676,11 @@ static void fn_logits(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     return;
   }
   IdVec ids = {0};
+  Gpt2GenParams p = {.max_tokens = 0};
+  Gpt2Gen g = {0};
   int rc = gpt2_parse_prompt(e, fname, 1, argv[0], &ids, err, sizeof err);
-  if (!rc) rc = gpt2_check_kv(c, e->model, fname, 1, (int)ids.n, err, sizeof err);
-  Gpt2GenParams p = {.max_tokens = 0, .stop = gpt2_interrupted,
-                     .stop_arg = sqlite3_context_db_handle(ctx)};
-  Gpt2Gen g;
-  memset(&g, 0, sizeof g);
-  Gpt2Scratch *sc = rc ? NULL : conn_scratch(c);
-  if (!rc && !sc) rc = GPT2_NOMEM;
-  if (!rc) {
-    rc = gen_start(&g, e->model, sc, &c->ctr, ids.v, (int)ids.n, &p, gpt2_conn_prefix(c), 1,
-                   msg, sizeof msg);
-    if (rc == GPT2_ERROR) gpt2_errorf(err, sizeof err, "%s: argument 1 (prompt): %s", fname, msg);
-    if (rc == GPT2_INTERRUPTED) gpt2_errorf(err, sizeof err, "%s: %s", fname, msg);
-  }
+  if (!rc) rc = gpt2_start(c, e->model, fname, sqlite3_context_db_handle(ctx), &ids, &p, &g, err,
+                           sizeof err);
   if (!rc) {
     int V = e->model->cfg.vocab_size;
     unsigned char *blob = malloc((size_t)V * 4);
@@ -693,8 +699,7 @@ static void fn_logits(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     }
   }
   if (rc) result_error(ctx, rc, err);
-  if (!rc && gpt2_conn_prefix(c)) gen_save_prefix(&g, &c->prefix, 1);
-  gen_free(&g);
+  gpt2_finish(c, &g);
   idvec_free(&ids);
 }
 
@@ -710,22 +715,12 @@ static void fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   }
   Gpt2GenParams p;
   IdVec ids = {0};
-  int rc = gpt2_parse_gen_params(c, e->model, fname, argc - 1, argv + 1, &p, err, sizeof err);
-  p.stop = gpt2_interrupted;
-  p.stop_arg = sqlite3_context_db_handle(ctx);
-  if (!rc) rc = gpt2_parse_prompt(e, fname, 1, argv[0], &ids, err, sizeof err);
-  if (!rc) rc = gpt2_check_kv(c, e->model, fname, 1, (int)ids.n + p.max_tokens, err, sizeof err);
-  Gpt2Gen g;
-  memset(&g, 0, sizeof g);
+  Gpt2Gen g = {0};
   ByteBuf text = {0};
-  Gpt2Scratch *sc = rc ? NULL : conn_scratch(c);
-  if (!rc && !sc) rc = GPT2_NOMEM;
-  if (!rc) {
-    rc = gen_start(&g, e->model, sc, &c->ctr, ids.v, (int)ids.n, &p, gpt2_conn_prefix(c), 1,
-                   msg, sizeof msg);
-    if (rc == GPT2_ERROR) gpt2_errorf(err, sizeof err, "%s: argument 1 (prompt): %s", fname, msg);
-    if (rc == GPT2_INTERRUPTED) gpt2_errorf(err, sizeof err, "%s: %s", fname, msg);
-  }
+  int rc = gpt2_parse_gen_params(c, e->model, fname, argc - 1, argv + 1, &p, err, sizeof err);
+  if (!rc) rc = gpt2_parse_prompt(e, fname, 1, argv[0], &ids, err, sizeof err);
+  if (!rc) rc = gpt2_start(c, e->model, fname, sqlite3_context_db_handle(ctx), &ids, &p, &g, err,
+                           sizeof err);
   while (!rc) {
     int tok;
     double lp;
@@ -742,8 +737,7 @@ static void fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   } else {
     sqlite3_result_text(ctx, text.p, (int)text.n, free);
   }
-  if (!rc && gpt2_conn_prefix(c)) gen_save_prefix(&g, &c->prefix, 1);
-  gen_free(&g);
+  gpt2_finish(c, &g);
   idvec_free(&ids);
 }
 

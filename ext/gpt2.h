@@ -66,6 +66,15 @@ int gpt2_parse_prompt(const Gpt2Entry *e, const char *fname, int argno, sqlite3_
 int gpt2_parse_gen_params(const Gpt2Conn *c, const Gpt2Model *m, const char *fname, int argc,
                           sqlite3_value **argv, Gpt2GenParams *p, char *err, size_t errlen);
 
+/* Start generating from ids on connection c's scratch and prefix cache,
+** after checking kv_memory_limit; interrupts of db stop it. Errors are
+** worded for function fname. Pair with gpt2_finish. */
+int gpt2_start(Gpt2Conn *c, const Gpt2Model *m, const char *fname, sqlite3 *db,
+               const IdVec *ids, Gpt2GenParams *p, Gpt2Gen *g, char *err, size_t errlen);
+
+/* Hand g's KV state to the connection's prefix cache, then free g. */
+void gpt2_finish(Gpt2Conn *c, Gpt2Gen *g);
+
 /* Nonzero when sqlite3_interrupt() was called on db (arg) during the running
 ** statement; always 0 before SQLite 3.41, which cannot tell. */
 int gpt2_interrupted(void *db);

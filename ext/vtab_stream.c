@@ -94,10 +94,7 @@ static int streamOpen(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCur) {
 
 /* Hand the KV state back to the connection's prefix cache, then free. */
 static void cursorReset(StreamCursor *c, Gpt2Conn *conn) {
-  if (c->started) {
-    if (gpt2_conn_prefix(conn) && c->gen.m && c->gen.seq) gen_save_prefix(&c->gen, &conn->prefix, 1);
-    gen_free(&c->gen);
-  }
+  if (c->started) gpt2_finish(conn, &c->gen);
   c->started = 0;
   buf_free(&c->text);
   c->token = -1;
@@ -170,7 +167,7 @@ static int streamFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr
   (void)idxStr;
   StreamCursor *c = (StreamCursor *)cur;
   Gpt2Conn *conn = ((StreamVtab *)cur->pVtab)->conn;
-  char err[GPT2_ERRLEN], msg[GPT2_ERRLEN];
+  char err[GPT2_ERRLEN];
   cursorReset(c, conn);
   sqlite3_value *args[N_ARGS];
   gpt2_args_unpack(idxNum, argc, argv, N_ARGS, args);
@@ -181,19 +178,11 @@ static int streamFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr
   IdVec ids = {0};
   int rc = gpt2_parse_gen_params(conn, e->model, "gpt2_stream", N_ARGS - 1, args + 1, &p, err,
                                  sizeof err);
-  p.stop = gpt2_interrupted;
-  p.stop_arg = ((StreamVtab *)cur->pVtab)->db;
   if (!rc) rc = gpt2_parse_prompt(e, "gpt2_stream", 1, args[0], &ids, err, sizeof err);
-  if (!rc) rc = gpt2_check_kv(conn, e->model, "gpt2_stream", 1, (int)ids.n + p.max_tokens, err,
-                              sizeof err);
   if (!rc) {
-    Gpt2Scratch *sc = conn->scratch ? conn->scratch : (conn->scratch = scratch_new());
     c->started = 1;
-    rc = sc ? gen_start(&c->gen, e->model, sc, &conn->ctr, ids.v, (int)ids.n, &p,
-                        gpt2_conn_prefix(conn), 1, msg, sizeof msg)
-            : GPT2_NOMEM;
-    if (rc == GPT2_ERROR) gpt2_errorf(err, sizeof err, "gpt2_stream: argument 1 (prompt): %s", msg);
-    if (rc == GPT2_INTERRUPTED) gpt2_errorf(err, sizeof err, "gpt2_stream: %s", msg);
+    rc = gpt2_start(conn, e->model, "gpt2_stream", ((StreamVtab *)cur->pVtab)->db, &ids, &p,
+                    &c->gen, err, sizeof err);
   }
   idvec_free(&ids);
   if (!rc && !c->gen.done) rc = step(c, err, sizeof err);
