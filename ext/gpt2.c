@@ -836,14 +836,10 @@ static void fn_unload(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
 ** Registration
 */
 
-#ifndef SQLITE_SUBTYPE
-#define SQLITE_SUBTYPE 0
-#endif
+/* SQLite 3.45+ wants functions that set a subtype to say so; older
+** versions ignore the flag, so declare it even with older headers. */
 #ifndef SQLITE_RESULT_SUBTYPE
-#define SQLITE_RESULT_SUBTYPE 0
-#endif
-#ifndef SQLITE_DIRECTONLY
-#define SQLITE_DIRECTONLY 0
+#define SQLITE_RESULT_SUBTYPE 0x001000000
 #endif
 
 static const struct {
