@@ -3,34 +3,45 @@
 **
 ** HOW IT WORKS
 **
-**   Load (tok_load). vocab.json is parsed by Jansson. Each key is in GPT-2's
-**   mapped spelling (gpt2-facts.md, "Tokenizer": byte b <-> a printable
-**   character); we store the token's raw bytes, so encoding and decoding never
-**   see the mapped form again. Raw bytes -> id is an open-addressing hash.
-**   merges.txt line k (after an optional "#version" line) gives the pair
-**   (left, right) rank k; a second hash maps the id pair to its rank, and
-**   per-rank arrays give the parts and the merged id. Finally every token's
-**   own bytes are run through BPE once: a token that BPEs to itself is
-**   flagged, so a whole piece equal to it can skip BPE (exact for any
-**   vocabulary, because the flag is the BPE result).
+**   Two id spaces. Vocabulary ids are vocab.json's. BPE runs on "units":
+**   unit 0..255 is the single byte b, every other token named in merges.txt
+**   gets the next unit number, then every remaining vocabulary token. One
+**   hash maps raw bytes to a unit; vid[] maps a unit to its vocabulary id.
+**   Keeping BPE in its own space lets merges.txt be loaded, and every unit's
+**   fast-path flag computed, on a helper thread while Jansson parses
+**   vocab.json (the slow part of loading).
+**
+**   Load (tok_load).
+**     helper thread: merges.txt line k (after an optional "#version" line)
+**       gives the pair (left, right) rank k; a hash maps the unit pair to its
+**       rank (a dense 256x256 table for byte pairs). Then each unit's own
+**       bytes are run through BPE: a unit that BPEs back to itself is
+**       flagged, so a whole piece equal to it skips BPE (exact for any
+**       vocabulary, because the flag is the BPE result). Compile the pattern.
+**     this thread: vocab.json (keys in GPT-2's mapped spelling, gpt2-facts.md
+**       "Tokenizer") -> each token's raw bytes.
+**     then: each vocabulary token -> its unit (added if new); every merge's
+**       parts and result must be in the vocabulary; special tokens.
 **
 **   Encode (tok_encode).
 **     1. Split on special-token literals (leftmost, longest first), as
 **        Hugging Face does for added tokens; each special gives its id.
 **     2. Split each segment into maximal valid UTF-8 runs; every byte that is
 **        not part of a valid character is a piece of its own.
-**     3. Split each run with GPT-2's pattern (PCRE2, UTF+UCP, JIT): a piece.
+**     3. Split each run with GPT-2's pattern (PCRE2, UTF+UCP, JIT): pieces.
 **     4. BPE each piece's bytes: find the lowest-ranked adjacent pair, merge
-**        every occurrence of it left to right in one pass, repeat; exactly
+**        every occurrence of it left to right in one pass, repeat: exactly
 **        the rounds of OpenAI's encoder.py `bpe` (not a longest match, and not
 **        one occurrence at a time: with an arbitrary merges file the two can
-**        differ). Short pieces use a flat rank array; long pieces a heap.
+**        differ). Short pieces use a flat rank array, long pieces a heap.
+**
 **   Decode (tok_decode). Concatenate the tokens' bytes and replace each
 **   maximal invalid UTF-8 subpart with U+FFFD (Python's errors="replace").
 **
-** Decisions on malformed input (each is an error naming file and key/line):
-**   vocab.json: not an object; no tokens; duplicate key; an id that is not an
-**   integer in [0, 10,000,000]; two keys with one id; an empty key; a key
+** Decisions on malformed input (each is an error naming the file and the key
+** or line; nothing stays allocated):
+**   vocab.json: not an object; no tokens; a duplicate key; an id that is not
+**   an integer in [0, 10,000,000]; two keys with one id; an empty key; a key
 **   with a character outside the 256 mapped characters (its bytes would be
 **   undefined). Gaps in the ids are allowed (such ids are "unused").
 **   merges.txt: a line that is not "left right" (one space); a part or the
@@ -44,6 +55,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <pcre2.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -56,51 +68,85 @@
 #define MAX_CONFIG ((size_t)4 << 20) /* tokenizer_config.json, special_tokens_map.json */
 #define MAX_ID 10000000
 #define MAX_SPECIAL 8
-#define RANK_NONE INT32_MAX   /* pair has no merge */
-#define RANK_PENDING (-2)     /* bpe_flat: rank not computed yet */
-#define UNIT_DEAD INT32_MIN   /* bpe_heap: unit merged into its left neighbour */
+#define RANK_NONE INT32_MAX   /* the pair has no merge */
+#define RANK_PENDING (-2)     /* bpe_flat: rank not looked up yet */
+#define UNIT_DEAD (-1)        /* bpe_heap: unit merged into its left neighbour */
 #define FLAT_MAX 128          /* pieces up to this many bytes use bpe_flat */
-#define PAIR_EMPTY UINT64_MAX /* ids are < 2^31, so no real key has all bits set */
+#define PAIR_EMPTY UINT64_MAX /* units are < 2^31, so no real key has all bits set */
 
-/* GPT-2's pattern with \s spelled as Unicode White_Space (Python regex's \s;
-** PCRE2's UCP \s would add U+180E — gpt2-facts.md, "Tokenizer"). */
-#define WS "\\t-\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
-static const char PATTERN[] =
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" WS "\\p{L}\\p{N}]+|[" WS "]+(?![^" WS
-    "])|[" WS "]+";
+/* GPT-2's pattern (gpt2-facts.md, "Tokenizer"),
+**   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+** with \s spelled out as Unicode White_Space, [WS], and \S as [^WS]: that is
+** Python regex's \s, while PCRE2's own \s (UCP) would add U+180E. */
+#define WS   \
+  "\\t-\\r " \
+  "\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+static const char PATTERN[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" WS
+                              "\\p{L}\\p{N}]+|[" WS "]+(?![^" WS "])|[" WS "]+";
 
 /* ------------------------------------------------------------------------
 ** The tokenizer
 */
 
+typedef struct Span {
+  uint32_t off, len; /* bytes in an arena; len 0 = unused id (no empty tokens) */
+} Span;
+
+/* A byte-string hash table slot: the key's first 8 bytes and length are kept
+** inline, so most probes touch one cache line. */
+typedef struct Slot {
+  uint64_t head; /* first min(len, 8) bytes, zero-padded */
+  int32_t id;    /* -1 = empty */
+  uint32_t len;
+} Slot;
+
+typedef struct StrTab {
+  Slot *slot; /* (mask+1) */
+  uint32_t mask;
+  uint32_t count;
+} StrTab;
+
+typedef struct PairSlot {
+  uint64_t key; /* a<<32 | b, or PAIR_EMPTY */
+  int32_t rank;
+  int32_t unused; /* (slots stay 16 bytes, 4 per cache line) */
+} PairSlot;
+
 typedef struct Special {
-  const char *text; /* literal bytes (points into arena) */
+  const char *text; /* literal bytes (the token's own bytes, in vbytes) */
   size_t len;
   int id;
 } Special;
 
 struct Tokenizer {
-  int vocab_size;           /* max id + 1 */
-  char *arena;              /* every token's raw bytes, back to back */
-  uint32_t *off;            /* (vocab_size) token bytes start in arena */
-  uint32_t *len;            /* (vocab_size) token byte length; 0 = id unused */
-  uint8_t *self;            /* (vocab_size) 1 when BPE(bytes(id)) == [id] */
-  int32_t *slot_id;         /* (slot_mask+1) bytes hash: id, or -1 if empty */
-  uint32_t *slot_hash;      /* (slot_mask+1) hash of that token's bytes */
-  uint32_t slot_mask;
-  int32_t byte_id[256];     /* single-byte token per byte, -1 if none */
-  uint64_t *pair_key;       /* (pair_mask+1) merges hash: a<<32|b or PAIR_EMPTY */
-  int32_t *pair_rank;       /* (pair_mask+1) rank of that pair */
+  /* Vocabulary (vocab.json ids) */
+  int vocab_size; /* max id + 1 */
+  char *vbytes;   /* every token's raw bytes, back to back */
+  Span *vspan;    /* (vocab_size) */
+  /* Units: 0..255 the bytes, then the tokens of merges.txt, then the rest */
+  int n_units;
+  size_t uspan_cap;
+  char *ubytes; /* (ucap) every unit's raw bytes */
+  size_t ucap;
+  Span *uspan;    /* (n_units) */
+  StrTab utab;    /* raw bytes -> unit */
+  int32_t *vid;   /* (n_units) vocabulary id of a unit; -1 only for bytes */
+  uint8_t *self;  /* (n_units) 1 when BPE(bytes(u)) == [u] */
+  int32_t *brank; /* (65536) rank of the byte pair (a, b) at a*256+b */
+  PairSlot *pair; /* (pair_mask+1) rank of other unit pairs */
   uint32_t pair_mask;
-  int pair_shift;           /* 64 - log2(pair_mask+1) */
-  int32_t *merge_a;         /* (n_merges) left part by rank */
-  int32_t *merge_b;         /* (n_merges) right part by rank */
-  int32_t *merge_to;        /* (n_merges) merged token by rank */
+  int pair_shift;      /* 64 - log2(pair_mask+1) */
+  int32_t *merge_a;    /* (n_merges) left unit by rank */
+  int32_t *merge_b;    /* (n_merges) right unit by rank */
+  int32_t *merge_to;   /* (n_merges) merged unit by rank */
+  int32_t *merge_line; /* (n_merges) line in merges.txt, for messages */
   int n_merges;
+  /* Encoding */
   Special special[MAX_SPECIAL]; /* literals split out before the pattern */
   int n_special;
-  int unk_id;               /* unknown token for bytes without one, or -1 */
-  pcre2_code *re;           /* the pattern, JIT-compiled when possible */
+  int unk_id;     /* vocabulary id used for a byte without a token, or -1 */
+  pcre2_code *re; /* the pattern, JIT-compiled when possible */
+  int jit;        /* 1 when it was */
 };
 
 /* ------------------------------------------------------------------------
@@ -115,9 +161,9 @@ static int byte_is_printable(unsigned b) {
 
 static uint32_t byte_to_cp(unsigned b) {
   if (byte_is_printable(b)) return b;
-  if (b <= 0x20) return 0x100 + b;               /* n = 0..32 */
+  if (b <= 0x20) return 0x100 + b;                            /* n = 0..32 */
   if (b >= 0x7F && b <= 0xA0) return 0x100 + 33 + (b - 0x7F); /* n = 33..66 */
-  return 0x100 + 67;                             /* 0xAD */
+  return 0x100 + 67;                                          /* 0xAD */
 }
 
 /* The byte a mapped character stands for, or -1. */
@@ -148,15 +194,20 @@ static size_t utf8_char(const unsigned char *s, size_t n, uint32_t *cp, size_t *
   }
   unsigned need, lo = 0x80, hi = 0xBF;
   uint32_t c;
-  if (b >= 0xC2 && b <= 0xDF) need = 1, c = b & 0x1F;
+  if (b >= 0xC2 && b <= 0xDF)
+    need = 1, c = b & 0x1F;
   else if (b >= 0xE0 && b <= 0xEF) {
     need = 2, c = b & 0x0F;
-    if (b == 0xE0) lo = 0xA0;      /* no overlongs */
-    else if (b == 0xED) hi = 0x9F; /* no surrogates */
+    if (b == 0xE0)
+      lo = 0xA0; /* no overlongs */
+    else if (b == 0xED)
+      hi = 0x9F; /* no surrogates */
   } else if (b >= 0xF0 && b <= 0xF4) {
     need = 3, c = b & 0x07;
-    if (b == 0xF0) lo = 0x90;      /* no overlongs */
-    else if (b == 0xF4) hi = 0x8F; /* nothing above U+10FFFF */
+    if (b == 0xF0)
+      lo = 0x90; /* no overlongs */
+    else if (b == 0xF4)
+      hi = 0x8F; /* nothing above U+10FFFF */
   } else
     return 0; /* 0x80..0xC1, 0xF5..0xFF never start a character */
   for (unsigned i = 1; i <= need; i++) {
@@ -215,7 +266,7 @@ int utf8_append_sanitized(ByteBuf *out, const char *s, size_t n) {
     size_t sub;
     int cut;
     utf8_char(u + i, n - i, &cp, &sub, &cut);
-    if (buf_append(out, "\xEF\xBF\xBD", 3)) return GPT2_NOMEM; /* U+FFFD per maximal subpart */
+    if (buf_append(out, "\xEF\xBF\xBD", 3)) return GPT2_NOMEM; /* one U+FFFD per maximal subpart */
     i += sub;
   }
   if (!out->p && buf_append(out, "", 0)) return GPT2_NOMEM;
@@ -241,100 +292,148 @@ size_t utf8_complete_prefix(const char *s, size_t n) {
 }
 
 /* ------------------------------------------------------------------------
-** Hash tables: raw bytes -> id, and (id, id) -> rank
+** Hash tables: raw bytes -> id, and (unit, unit) -> rank
 */
 
-static uint32_t hash_bytes(const unsigned char *p, size_t n) {
-  uint32_t h = 2166136261u; /* FNV-1a, then a final mix for the low bits */
-  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
-  h ^= h >> 16;
-  h *= 0x85EBCA6Bu;
-  h ^= h >> 13;
+static uint32_t hash_bytes(const void *p, size_t n) {
+  const unsigned char *s = p;
+  uint64_t h = 0x9E3779B97F4A7C15ull ^ n;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    memcpy(&w, s + i, 8);
+    h = (h ^ w) * 0xFF51AFD7ED558CCDull;
+    h ^= h >> 32;
+  }
+  if (i < n) {
+    uint64_t w = 0;
+    memcpy(&w, s + i, n - i);
+    h = (h ^ w) * 0xFF51AFD7ED558CCDull;
+    h ^= h >> 32;
+  }
+  h *= 0xC4CEB9FE1A85EC53ull;
+  return (uint32_t)(h >> 32);
+}
+
+static uint64_t head8(const void *p, size_t n) {
+  uint64_t h = 0;
+  memcpy(&h, p, n < 8 ? n : 8);
   return h;
 }
 
-static int find_bytes(const Tokenizer *t, const void *p, size_t n) {
-  uint32_t h = hash_bytes(p, n);
-  for (uint32_t i = h & t->slot_mask;; i = (i + 1) & t->slot_mask) {
-    int32_t id = t->slot_id[i];
-    if (id < 0) return -1;
-    if (t->slot_hash[i] == h && t->len[id] == n && memcmp(t->arena + t->off[id], p, n) == 0)
-      return id;
+static int tab_init(StrTab *tb, size_t want) {
+  size_t cap = 16;
+  while (cap < want * 2) cap *= 2; /* load <= 1/2 */
+  if (cap > UINT32_MAX) return GPT2_NOMEM;
+  tb->slot = malloc(cap * sizeof *tb->slot);
+  if (!tb->slot) return GPT2_NOMEM;
+  for (size_t i = 0; i < cap; i++) tb->slot[i].id = -1;
+  tb->mask = (uint32_t)(cap - 1);
+  tb->count = 0;
+  return GPT2_OK;
+}
+
+/* Id of the bytes p[0..n), or -1. arena/span hold the keys' bytes. */
+static int32_t tab_find_h(const StrTab *tb, const char *arena, const Span *span, const void *p,
+                          size_t n, uint32_t hash) {
+  uint64_t head = head8(p, n);
+  for (uint32_t i = hash & tb->mask;; i = (i + 1) & tb->mask) {
+    const Slot *s = &tb->slot[i];
+    if (s->id < 0) return -1;
+    if (s->len == n && s->head == head &&
+        (n <= 8 || memcmp(arena + span[s->id].off + 8, (const char *)p + 8, n - 8) == 0))
+      return s->id;
   }
 }
 
-/* Insert id (its bytes already in the arena); the caller checked absence. */
-static void insert_bytes(Tokenizer *t, int id) {
-  uint32_t h = hash_bytes((const unsigned char *)t->arena + t->off[id], t->len[id]);
-  uint32_t i = h & t->slot_mask;
-  while (t->slot_id[i] >= 0) i = (i + 1) & t->slot_mask;
-  t->slot_id[i] = id;
-  t->slot_hash[i] = h;
+static int32_t tab_find(const StrTab *tb, const char *arena, const Span *span, const void *p,
+                        size_t n) {
+  return tab_find_h(tb, arena, span, p, n, hash_bytes(p, n));
 }
 
-static inline uint32_t pair_slot(const Tokenizer *t, uint64_t key) {
-  return (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> t->pair_shift) & t->pair_mask;
+/* Add a key known to be absent (the caller keeps the load <= 1/2). */
+static void tab_put(StrTab *tb, const void *p, size_t n, int32_t id) {
+  uint32_t i = hash_bytes(p, n) & tb->mask;
+  while (tb->slot[i].id >= 0) i = (i + 1) & tb->mask;
+  tb->slot[i] = (Slot){head8(p, n), id, (uint32_t)n};
+  tb->count++;
+}
+
+static inline uint32_t pair_home(const Tokenizer *t, int32_t a, int32_t b) {
+  uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
+  return (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> t->pair_shift);
 }
 
 static inline int32_t pair_rank(const Tokenizer *t, int32_t a, int32_t b) {
-  if ((a | b) < 0) return RANK_NONE; /* a byte without a token never merges */
+  if ((a | b) < 256) return t->brank[a << 8 | b];
   uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
-  for (uint32_t i = pair_slot(t, key);; i = (i + 1) & t->pair_mask) {
-    uint64_t k = t->pair_key[i];
-    if (k == key) return t->pair_rank[i];
-    if (k == PAIR_EMPTY) return RANK_NONE;
+  for (uint32_t i = pair_home(t, a, b);; i = (i + 1) & t->pair_mask) {
+    const PairSlot *s = &t->pair[i];
+    if (s->key == key) return s->rank;
+    if (s->key == PAIR_EMPTY) return RANK_NONE;
   }
 }
 
-/* Insert or (for a repeated pair: the last line wins) update. */
+static void pair_prefetch(const Tokenizer *t, int32_t a, int32_t b) {
+#if defined(__GNUC__)
+  if ((a | b) >= 256) __builtin_prefetch(&t->pair[pair_home(t, a, b)]);
+#else
+  (void)t, (void)a, (void)b;
+#endif
+}
+
+/* Insert, or update a repeated pair (the last line wins). */
 static void pair_set(Tokenizer *t, int32_t a, int32_t b, int32_t rank) {
+  if ((a | b) < 256) {
+    t->brank[a << 8 | b] = rank;
+    return;
+  }
   uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
-  uint32_t i = pair_slot(t, key);
-  while (t->pair_key[i] != PAIR_EMPTY && t->pair_key[i] != key) i = (i + 1) & t->pair_mask;
-  t->pair_key[i] = key;
-  t->pair_rank[i] = rank;
+  uint32_t i = pair_home(t, a, b);
+  while (t->pair[i].key != PAIR_EMPTY && t->pair[i].key != key) i = (i + 1) & t->pair_mask;
+  t->pair[i].key = key;
+  t->pair[i].rank = rank;
 }
 
 /* ------------------------------------------------------------------------
 ** BPE on one piece
 */
 
-/* Scratch for one tok_encode call (or one tok_load): never shared. */
+/* Scratch for one tok_encode call (or one load): never shared. */
 typedef struct Work {
-  int32_t *id;    /* (cap) units: token ids; -1-b for a byte b without a token */
-  int32_t *r;     /* (cap) bpe_flat: rank of pair (i, i+1) */
+  int32_t *id;    /* (cap) units */
   int32_t *nx;    /* (cap) bpe_heap: next live unit, -1 at the end */
   int32_t *pv;    /* (cap) bpe_heap: previous live unit, -1 at the start */
-  uint64_t *heap; /* (3*cap) bpe_heap: rank<<32 | unit, min-heap */
-  int32_t *batch; /* (3*cap) bpe_heap: units of the round's pair */
+  uint64_t *heap; /* (3*cap) bpe_heap: rank<<32 | unit, a min-heap */
+  int32_t *batch; /* (3*cap) bpe_heap: units where the round's pair starts */
   size_t cap;
-  int32_t fid[FLAT_MAX]; /* units and ranks of a short piece (no allocation) */
-  int32_t fr[FLAT_MAX];
+  int32_t fid[FLAT_MAX]; /* bpe_flat: units of a short piece (no allocation) */
+  int32_t fr[FLAT_MAX];  /* bpe_flat: rank of the pair starting at each unit */
 } Work;
 
 static void work_free(Work *w) {
   free(w->id);
-  free(w->r);
   free(w->nx);
   free(w->pv);
   free(w->heap);
   free(w->batch);
-  memset(w, 0, sizeof *w);
+  w->id = w->nx = w->pv = w->batch = NULL;
+  w->heap = NULL;
+  w->cap = 0;
 }
 
 static int work_reserve(Work *w, size_t n) {
   if (n <= w->cap) return GPT2_OK;
-  size_t cap = w->cap ? w->cap : 256;
+  size_t cap = w->cap ? w->cap : 1024;
   while (cap < n) cap *= 2;
-  if (cap > SIZE_MAX / (3 * sizeof(uint64_t))) return GPT2_NOMEM;
+  if (cap > SIZE_MAX / (3 * sizeof(uint64_t)) || cap > INT32_MAX) return GPT2_NOMEM;
   work_free(w);
   w->id = malloc(cap * sizeof *w->id);
-  w->r = malloc(cap * sizeof *w->r);
   w->nx = malloc(cap * sizeof *w->nx);
   w->pv = malloc(cap * sizeof *w->pv);
   w->heap = malloc(3 * cap * sizeof *w->heap);
   w->batch = malloc(3 * cap * sizeof *w->batch);
-  if (!w->id || !w->r || !w->nx || !w->pv || !w->heap || !w->batch) {
+  if (!w->id || !w->nx || !w->pv || !w->heap || !w->batch) {
     work_free(w);
     return GPT2_NOMEM;
   }
@@ -343,8 +442,8 @@ static int work_reserve(Work *w, size_t n) {
 }
 
 /* One round = the lowest-ranked pair present, merged at every occurrence,
-** left to right, without overlaps (encoder.py's inner loop). Ranks belong to
-** exactly one pair, so "r[i] == best" identifies an occurrence. O(m) per
+** left to right, without overlaps (encoder.py's inner loop). A rank belongs
+** to exactly one pair, so "r[i] == best" finds the occurrences. O(m) per
 ** round; only ranks next to a merge are looked up again. Returns new m. */
 static size_t bpe_flat(const Tokenizer *t, int32_t *id, int32_t *r, size_t m) {
   for (size_t i = 0; i + 1 < m; i++) r[i] = RANK_PENDING;
@@ -402,11 +501,11 @@ static uint64_t heap_pop(uint64_t *h, size_t *hn) {
   return top;
 }
 
-/* Same rounds as bpe_flat in O(m log m), for long pieces: a heap of
+/* The same rounds as bpe_flat in O(m log m), for long pieces: a heap holds
 ** (rank, unit) for every adjacent pair as it forms. A round pops every entry
 ** of the lowest rank (they come out left to right), then merges those still
-** valid. Pairs formed during a round never have the round's rank (a merged
-** token is longer than either part), and wait for later rounds, as in
+** valid. A pair formed during a round never has the round's rank (a merged
+** token is longer than either part), so it waits for a later round, as in
 ** encoder.py. Returns the number of units left in w->id. */
 static size_t bpe_heap(const Tokenizer *t, Work *w, size_t m) {
   int32_t *id = w->id, *nx = w->nx, *pv = w->pv, *batch = w->batch;
@@ -447,20 +546,18 @@ static size_t bpe_heap(const Tokenizer *t, Work *w, size_t m) {
   return k;
 }
 
-/* BPE the bytes p[0..n) (n >= 1). *ids gets the units (in w), *m their count. */
-static int bpe(const Tokenizer *t, Work *w, const unsigned char *p, size_t n, int32_t **ids,
+/* BPE the bytes p[0..n) (n >= 1): *units points at the result (in w), *m
+** is its length. */
+static int bpe(const Tokenizer *t, Work *w, const unsigned char *p, size_t n, int32_t **units,
                size_t *m) {
   int32_t *id = w->fid;
   if (n > FLAT_MAX) {
     if (work_reserve(w, n)) return GPT2_NOMEM;
     id = w->id;
   }
-  for (size_t i = 0; i < n; i++) {
-    int32_t b = t->byte_id[p[i]];
-    id[i] = b >= 0 ? b : -1 - (int32_t)p[i];
-  }
+  for (size_t i = 0; i < n; i++) id[i] = p[i]; /* unit b is the byte b */
   *m = n <= FLAT_MAX ? bpe_flat(t, id, w->fr, n) : bpe_heap(t, w, n);
-  *ids = id;
+  *units = id;
   return GPT2_OK;
 }
 
@@ -468,44 +565,94 @@ static int bpe(const Tokenizer *t, Work *w, const unsigned char *p, size_t n, in
 ** Encoding
 */
 
+/* Per-call memo of recent pieces (direct-mapped by hash): in long texts
+** most pieces repeat, and this small table stays in cache where the unit
+** hash does not. */
+#define MEMO_MIN_TEXT 4096      /* shorter texts do without */
+#define MEMO_MAX_SLOTS 16384    /* about one slot per 32 bytes of text up to this */
+#define MEMO_MAX_IDS (1u << 20) /* then start afresh */
+
+typedef struct MemoSlot {
+  uint64_t head;          /* first min(len, 8) bytes of the piece */
+  const unsigned char *p; /* the piece, in the caller's text; NULL = empty */
+  uint32_t len, hash;
+  uint32_t off, n; /* its ids: memo_ids.v[off .. off+n) */
+} MemoSlot;
+
 typedef struct EncCtx {
   const Tokenizer *t;
   Work w;
   pcre2_match_data *md;
+  MemoSlot *memo; /* (memo_mask+1) or NULL */
+  uint32_t memo_mask;
+  IdVec memo_ids;
   IdVec *out;
   char *err;
   size_t errlen;
 } EncCtx;
 
-static int emit_piece(EncCtx *c, const unsigned char *p, size_t n) {
-  const Tokenizer *t = c->t;
-  if (n == 1 && t->byte_id[*p] >= 0) return idvec_push(c->out, t->byte_id[*p]);
-  if (n > 1) {
-    int id = find_bytes(t, p, n);
-    if (id >= 0 && t->self[id]) return idvec_push(c->out, id); /* fast path */
+/* Vocabulary id of unit u: only a byte can lack one. */
+static int emit_unit(EncCtx *c, int32_t u) {
+  int32_t id = c->t->vid[u];
+  if (id < 0) {
+    if (c->t->unk_id < 0)
+      return gpt2_errorf(c->err, c->errlen,
+                         "no token for byte 0x%02X and no unknown token declared", (unsigned)u);
+    id = c->t->unk_id;
   }
+  return idvec_push(c->out, id);
+}
+
+/* Ids of one piece (n >= 2), without the memo. */
+static int encode_piece(EncCtx *c, const unsigned char *p, size_t n, uint32_t hash) {
+  const Tokenizer *t = c->t;
+  int32_t u = tab_find_h(&t->utab, t->ubytes, t->uspan, p, n, hash);
+  if (u >= 0 && t->self[u]) return emit_unit(c, u); /* whole piece is one token */
+  int32_t *units;
   size_t m;
-  int32_t *ids;
-  if (bpe(t, &c->w, p, n, &ids, &m)) return GPT2_NOMEM;
+  if (bpe(t, &c->w, p, n, &units, &m)) return GPT2_NOMEM;
   for (size_t k = 0; k < m; k++) {
-    int32_t id = ids[k];
-    if (id < 0) {
-      if (t->unk_id < 0)
-        return gpt2_errorf(c->err, c->errlen,
-                           "no token for byte 0x%02X and no unknown token declared",
-                           (unsigned)(-1 - id));
-      id = t->unk_id;
-    }
-    if (idvec_push(c->out, id)) return GPT2_NOMEM;
+    int e = emit_unit(c, units[k]);
+    if (e) return e;
   }
   return GPT2_OK;
 }
 
-/* Pieces of a valid UTF-8 run, as findall would give them. */
+static int emit_piece(EncCtx *c, const unsigned char *p, size_t n) {
+  if (n == 1) return emit_unit(c, p[0]);
+  uint32_t hash = hash_bytes(p, n);
+  if (!c->memo) return encode_piece(c, p, n, hash);
+  MemoSlot *ms = &c->memo[hash & c->memo_mask];
+  IdVec *out = c->out;
+  uint64_t head = head8(p, n);
+  if (ms->p && ms->hash == hash && ms->len == n && ms->head == head &&
+      (n <= 8 || memcmp(ms->p + 8, p + 8, n - 8) == 0)) {
+    if (idvec_reserve(out, out->n + ms->n)) return GPT2_NOMEM;
+    memcpy(out->v + out->n, c->memo_ids.v + ms->off, ms->n * sizeof *out->v);
+    out->n += ms->n;
+    return GPT2_OK;
+  }
+  size_t start = out->n;
+  int rc = encode_piece(c, p, n, hash);
+  size_t k = out->n - start;
+  if (rc || k > 64) return rc;
+  if (c->memo_ids.n + k > MEMO_MAX_IDS) {
+    memset(c->memo, 0, (c->memo_mask + 1) * sizeof *c->memo);
+    c->memo_ids.n = 0;
+  }
+  if (idvec_reserve(&c->memo_ids, c->memo_ids.n + k)) return GPT2_NOMEM;
+  memcpy(c->memo_ids.v + c->memo_ids.n, out->v + start, k * sizeof *out->v);
+  *ms = (MemoSlot){head, p, (uint32_t)n, hash, (uint32_t)c->memo_ids.n, (uint32_t)k};
+  c->memo_ids.n += k;
+  return GPT2_OK;
+}
+
+/* Pieces of a valid UTF-8 run, as Python's findall gives them. */
 static int encode_run(EncCtx *c, const unsigned char *s, size_t n) {
   size_t off = 0;
   while (off < n) {
-    int rc = pcre2_match(c->t->re, s, n, off, PCRE2_NO_UTF_CHECK, c->md, NULL);
+    int rc = c->t->jit ? pcre2_jit_match(c->t->re, s, n, off, 0, c->md, NULL)
+                       : pcre2_match(c->t->re, s, n, off, PCRE2_NO_UTF_CHECK, c->md, NULL);
     if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
       rc = pcre2_match(c->t->re, s, n, off, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, c->md, NULL);
     if (rc == PCRE2_ERROR_NOMATCH) break; /* cannot happen: every character matches */
@@ -548,22 +695,33 @@ static size_t find_special(const Special *sp, const char *text, size_t n, size_t
 
 int tok_encode(const Tokenizer *t, const char *text, size_t n, IdVec *out, char *err,
                size_t errlen) {
-  EncCtx c = {t, {0}, NULL, out, err, errlen};
+  EncCtx c = {.t = t, .out = out, .err = err, .errlen = errlen};
   size_t n0 = out->n;
+  if (!text) text = "", n = 0;
   c.md = pcre2_match_data_create_from_pattern(t->re, NULL);
-  if (!c.md) return GPT2_NOMEM;
-  size_t next[MAX_SPECIAL]; /* next occurrence of each special at or after pos */
+  if (n >= MEMO_MIN_TEXT) {
+    size_t slots = 128;
+    while (slots < MEMO_MAX_SLOTS && slots * 32 < n) slots *= 2;
+    c.memo = calloc(slots, sizeof *c.memo); /* optional: NULL is fine */
+    c.memo_mask = (uint32_t)(slots - 1);
+  }
+  if (!c.md) {
+    free(c.memo);
+    return GPT2_NOMEM;
+  }
+  size_t next[MAX_SPECIAL]; /* next occurrence of each special at or after pos (n: none) */
   for (int i = 0; i < t->n_special; i++) next[i] = find_special(&t->special[i], text, n, 0);
   size_t pos = 0;
   int rc = GPT2_OK;
-  while (!rc && pos <= n) {
+  while (!rc) {
     size_t at = n;
     int which = -1;
     for (int i = 0; i < t->n_special; i++) {
       if (next[i] < pos) next[i] = find_special(&t->special[i], text, n, pos);
-      if (next[i] < at || (next[i] == at && which >= 0 && t->special[i].len > t->special[which].len)) {
+      if (next[i] < at ||
+          (next[i] == at && which >= 0 && t->special[i].len > t->special[which].len)) {
         at = next[i];
-        which = next[i] < n ? i : -1;
+        which = i;
       }
     }
     rc = encode_segment(&c, (const unsigned char *)text + pos, at - pos);
@@ -572,6 +730,8 @@ int tok_encode(const Tokenizer *t, const char *text, size_t n, IdVec *out, char 
     pos = at + t->special[which].len;
   }
   pcre2_match_data_free(c.md);
+  free(c.memo);
+  idvec_free(&c.memo_ids);
   work_free(&c.w);
   if (rc) out->n = n0;
   return rc;
@@ -581,35 +741,49 @@ int tok_encode(const Tokenizer *t, const char *text, size_t n, IdVec *out, char 
 ** Lookup and decoding
 */
 
-int tok_vocab_size(const Tokenizer *t) { return t->vocab_size; }
+int tok_vocab_size(const Tokenizer *t) {
+  return t->vocab_size;
+}
 
 const char *tok_bytes(const Tokenizer *t, int id, size_t *len) {
-  if (id < 0 || id >= t->vocab_size || !t->len[id]) {
+  if (id < 0 || id >= t->vocab_size || !t->vspan[id].len) {
     *len = 0;
     return NULL;
   }
-  *len = t->len[id];
-  return t->arena + t->off[id];
+  *len = t->vspan[id].len;
+  return t->vbytes + t->vspan[id].off;
 }
 
-/* Mapped spelling -> raw bytes (out has room for n bytes). Returns 0, or the
-** first character outside the mapping (-1 for invalid UTF-8). */
-static long unmap(const char *s, size_t n, unsigned char *out, size_t *outn) {
+/* Mapped spelling -> raw bytes (out has room for n bytes, *outn gets the
+** count). Returns 0; or UNMAP_CHAR with *bad the first character outside the
+** mapping; or UNMAP_UTF8 for invalid UTF-8. */
+enum { UNMAP_CHAR = 1, UNMAP_UTF8 = 2 };
+
+static int unmap(const char *s, size_t n, unsigned char *out, size_t *outn, uint32_t *bad) {
   const unsigned char *u = (const unsigned char *)s;
   size_t i = 0, k = 0;
+  *outn = 0;
   while (i < n) {
     uint32_t cp;
     size_t sub;
     int cut;
     size_t len = utf8_char(u + i, n - i, &cp, &sub, &cut);
-    if (!len) return -1;
+    if (!len) return UNMAP_UTF8;
     int b = cp_to_byte(cp);
-    if (b < 0) return (long)cp;
+    if (b < 0) {
+      *bad = cp;
+      return UNMAP_CHAR;
+    }
     out[k++] = (unsigned char)b;
     i += len;
   }
   *outn = k;
   return 0;
+}
+
+static int32_t find_vocab(const Tokenizer *t, const void *p, size_t n) {
+  int32_t u = tab_find(&t->utab, t->ubytes, t->uspan, p, n);
+  return u >= 0 ? t->vid[u] : -1;
 }
 
 int tok_find(const Tokenizer *t, const char *mapped, size_t n) {
@@ -618,7 +792,8 @@ int tok_find(const Tokenizer *t, const char *mapped, size_t n) {
   unsigned char *buf = n <= sizeof small ? small : malloc(n);
   if (!buf) return -1;
   size_t k;
-  int id = unmap(mapped, n, buf, &k) == 0 ? find_bytes(t, buf, k) : -1;
+  uint32_t bad;
+  int id = unmap(mapped, n, buf, &k, &bad) == 0 ? find_vocab(t, buf, k) : -1;
   if (buf != small) free(buf);
   return id;
 }
@@ -633,12 +808,12 @@ int tok_decode(const Tokenizer *t, const int *ids, size_t n, ByteBuf *out, char 
       return gpt2_errorf(err, errlen, "id %d is outside the vocabulary (size %d)", id,
                          t->vocab_size);
     }
-    if (!t->len[id]) {
+    if (!t->vspan[id].len) {
       buf_free(&raw);
       return gpt2_errorf(err, errlen, "id %d is not used by the vocabulary (size %d)", id,
                          t->vocab_size);
     }
-    if (buf_append(&raw, t->arena + t->off[id], t->len[id])) {
+    if (buf_append(&raw, t->vbytes + t->vspan[id].off, t->vspan[id].len)) {
       buf_free(&raw);
       return GPT2_NOMEM;
     }
@@ -651,27 +826,29 @@ int tok_decode(const Tokenizer *t, const int *ids, size_t n, ByteBuf *out, char 
 }
 
 /* ------------------------------------------------------------------------
-** Loading
+** Loading: helpers
 */
 
 void tok_free(Tokenizer *t) {
   if (!t) return;
-  free(t->arena);
-  free(t->off);
-  free(t->len);
+  free(t->vbytes);
+  free(t->vspan);
+  free(t->ubytes);
+  free(t->uspan);
+  free(t->utab.slot);
+  free(t->vid);
   free(t->self);
-  free(t->slot_id);
-  free(t->slot_hash);
-  free(t->pair_key);
-  free(t->pair_rank);
+  free(t->brank);
+  free(t->pair);
   free(t->merge_a);
   free(t->merge_b);
   free(t->merge_to);
+  free(t->merge_line);
   if (t->re) pcre2_code_free(t->re);
   free(t);
 }
 
-/* Bytes of a string that fit in max, cut at a character boundary (for
+/* Bytes of s[0..n) that fit in max, cut at a character boundary (for
 ** quoting keys and lines in messages). */
 static int clip(const char *s, size_t n, size_t max) {
   if (n <= max) return (int)n;
@@ -679,42 +856,45 @@ static int clip(const char *s, size_t n, size_t max) {
   return (int)max;
 }
 
-/* Token bytes back in mapped spelling, for messages. */
-static void map_for_message(const Tokenizer *t, int id, char *buf, size_t cap) {
+/* Raw bytes back in mapped spelling, for messages (NUL-terminated, cut). */
+static const char *mapped(const char *p, size_t n, char *buf, size_t cap) {
   size_t k = 0;
-  for (uint32_t i = 0; i < t->len[id] && k + 3 < cap; i++) {
-    uint32_t cp = byte_to_cp((unsigned char)t->arena[t->off[id] + i]);
-    if (cp < 0x80) buf[k++] = (char)cp;
+  for (size_t i = 0; i < n && k + 3 < cap; i++) {
+    uint32_t cp = byte_to_cp((unsigned char)p[i]);
+    if (cp < 0x80)
+      buf[k++] = (char)cp;
     else {
       buf[k++] = (char)(0xC0 | cp >> 6);
       buf[k++] = (char)(0x80 | (cp & 0x3F));
     }
   }
   buf[k] = 0;
+  return buf;
 }
 
-static size_t pow2_at_least(size_t n) {
-  size_t p = 16;
-  while (p < n) p *= 2;
-  return p;
-}
-
-/* Parse a JSON file; names the file, and the key of a duplicate. */
-static int load_json(const char *path, size_t max, json_t **out, char *err, size_t errlen) {
+/* Parse a JSON file (*size: its length); errors name the file, and the key
+** of a duplicate. */
+static int load_json(const char *path, size_t max, json_t **out, size_t *size, char *err,
+                     size_t errlen) {
   char *text;
   size_t n;
   int rc = gpt2_read_file(path, &text, &n, max, err, errlen);
   if (rc) return rc;
+  *size = n;
   json_error_t je;
   *out = json_loadb(text, n, JSON_REJECT_DUPLICATES, &je);
   if (*out) {
     free(text);
     return GPT2_OK;
   }
+  if (json_error_code(&je) == json_error_out_of_memory) {
+    free(text);
+    return GPT2_NOMEM;
+  }
   rc = gpt2_errorf(err, errlen, "%s: invalid JSON at line %d column %d: %s", path, je.line,
                    je.column, je.text);
   /* Jansson reports the offset just past the repeated key: find its opening
-  ** quote (the first unescaped '"' before it) and decode it with Jansson. */
+  ** quote (the first unescaped '"' before it) and let Jansson decode it. */
   if (json_error_code(&je) == json_error_duplicate_key && je.position >= 2 &&
       (size_t)je.position <= n && text[je.position - 1] == '"') {
     size_t q = (size_t)je.position - 1;
@@ -737,13 +917,18 @@ static int load_json(const char *path, size_t max, json_t **out, char *err, size
   return rc;
 }
 
+/* ------------------------------------------------------------------------
+** Loading: vocab.json
+*/
+
 static int load_vocab(Tokenizer *t, const char *path, char *err, size_t errlen) {
+  size_t size;
   json_t *root;
-  int rc = load_json(path, MAX_FILE, &root, err, errlen);
+  int rc = load_json(path, MAX_FILE, &root, &size, err, errlen);
   if (rc) return rc;
-  const char *key;
-  json_t *val;
-  size_t count = json_is_object(root) ? json_object_size(root) : 0;
+  size_t count = json_is_object(root) ? json_object_size(root) : 0, k = 0;
+  int32_t *ids = NULL;
+  Span *spans = NULL;
   if (!json_is_object(root)) {
     rc = gpt2_errorf(err, errlen, "%s: expected a JSON object mapping tokens to ids", path);
     goto done;
@@ -752,112 +937,163 @@ static int load_vocab(Tokenizer *t, const char *path, char *err, size_t errlen) 
     rc = gpt2_errorf(err, errlen, "%s: the vocabulary is empty", path);
     goto done;
   }
-  /* Pass 1: ids and sizes. */
+  json_t *val;
+  const char *key;
+  /* One pass over the keys in file order: raw bytes into the arena (no
+  ** longer in total than the file). */
+  ids = malloc(count * sizeof *ids);
+  spans = malloc(count * sizeof *spans);
+  t->vbytes = malloc(size + 1);
+  if (!ids || !spans || !t->vbytes) {
+    rc = GPT2_NOMEM;
+    goto done;
+  }
   json_int_t max_id = -1;
-  size_t total = 0;
+  size_t used = 0;
   json_object_foreach(root, key, val) {
-    size_t kn = strlen(key);
-    if (!json_is_integer(val) || json_integer_value(val) < 0 ||
-        json_integer_value(val) > MAX_ID) {
-      rc = gpt2_errorf(err, errlen,
-                       "%s: key \"%.*s\": id must be an integer from 0 to %d", path,
+    size_t kn = strlen(key), bn;
+    json_int_t id = json_is_integer(val) ? json_integer_value(val) : -1;
+    if (id < 0 || id > MAX_ID) {
+      rc = gpt2_errorf(err, errlen, "%s: key \"%.*s\": id must be an integer from 0 to %d", path,
                        clip(key, kn, 200), key, MAX_ID);
       goto done;
     }
     if (!kn) {
-      rc = gpt2_errorf(err, errlen, "%s: empty key (id %lld)", path,
-                       (long long)json_integer_value(val));
+      rc = gpt2_errorf(err, errlen, "%s: empty key (id %lld)", path, (long long)id);
       goto done;
     }
-    if (json_integer_value(val) > max_id) max_id = json_integer_value(val);
-    total += kn;
-  }
-  t->vocab_size = (int)max_id + 1;
-  size_t vs = (size_t)t->vocab_size, slots = pow2_at_least(count * 2);
-  t->arena = malloc(total + 1);
-  t->off = calloc(vs, sizeof *t->off);
-  t->len = calloc(vs, sizeof *t->len);
-  t->self = calloc(vs, 1);
-  t->slot_id = malloc(slots * sizeof *t->slot_id);
-  t->slot_hash = malloc(slots * sizeof *t->slot_hash);
-  if (!t->arena || !t->off || !t->len || !t->self || !t->slot_id || !t->slot_hash) {
-    rc = GPT2_NOMEM;
-    goto done;
-  }
-  memset(t->slot_id, 0xFF, slots * sizeof *t->slot_id);
-  t->slot_mask = (uint32_t)(slots - 1);
-  /* Pass 2: raw bytes into the arena, then the hash. */
-  size_t used = 0;
-  json_object_foreach(root, key, val) {
-    size_t kn = strlen(key), bn;
-    int id = (int)json_integer_value(val);
-    long bad = unmap(key, kn, (unsigned char *)t->arena + used, &bn);
-    if (bad) {
+    uint32_t bad;
+    if (unmap(key, kn, (unsigned char *)t->vbytes + used, &bn, &bad)) { /* Jansson checked UTF-8 */
       rc = gpt2_errorf(err, errlen,
                        "%s: key \"%.*s\" contains U+%04lX, which is not one of GPT-2's 256 "
                        "byte characters",
                        path, clip(key, kn, 200), key, (unsigned long)bad);
       goto done;
     }
-    if (t->len[id]) {
-      char prev[256];
-      map_for_message(t, id, prev, sizeof prev);
-      rc = gpt2_errorf(err, errlen, "%s: keys \"%s\" and \"%.*s\" both have id %d", path, prev,
-                       clip(key, kn, 200), key, id);
+    ids[k] = (int32_t)id;
+    spans[k++] = (Span){(uint32_t)used, (uint32_t)bn};
+    used += bn;
+    if (id > max_id) max_id = id;
+  }
+  t->vocab_size = (int)max_id + 1;
+  t->vspan = calloc((size_t)t->vocab_size, sizeof *t->vspan);
+  if (!t->vspan) {
+    rc = GPT2_NOMEM;
+    goto done;
+  }
+  for (size_t i = 0; i < count; i++) {
+    Span *s = &t->vspan[ids[i]];
+    if (s->len) {
+      char a[256], b[256];
+      rc = gpt2_errorf(err, errlen, "%s: keys \"%s\" and \"%s\" both have id %d", path,
+                       mapped(t->vbytes + s->off, s->len, a, sizeof a),
+                       mapped(t->vbytes + spans[i].off, spans[i].len, b, sizeof b), ids[i]);
       goto done;
     }
-    t->off[id] = (uint32_t)used;
-    t->len[id] = (uint32_t)bn;
-    used += bn;
-    insert_bytes(t, id); /* keys are distinct strings, so distinct bytes */
-  }
-  for (int b = 0; b < 256; b++) {
-    unsigned char c = (unsigned char)b;
-    t->byte_id[b] = find_bytes(t, &c, 1);
+    *s = spans[i];
   }
 done:
+  free(ids);
+  free(spans);
   json_decref(root);
   return rc;
 }
 
-/* Fill a token's raw bytes for a mapped part of a merges line. */
-static int merge_part(const Tokenizer *t, const char *path, size_t line, const char *s,
-                      size_t n, unsigned char *buf, size_t *bn, int *id, char *err,
-                      size_t errlen) {
-  long bad = unmap(s, n, buf, bn);
-  *id = bad ? -1 : find_bytes(t, buf, *bn);
-  if (bad == -1)
-    return gpt2_errorf(err, errlen, "%s line %zu: not valid UTF-8", path, line);
-  if (*id < 0)
-    return gpt2_errorf(err, errlen, "%s line %zu: \"%.*s\" is not in the vocabulary", path,
-                       line, clip(s, n, 200), s);
-  return GPT2_OK;
+/* ------------------------------------------------------------------------
+** Loading: merges.txt (helper thread; touches only the unit fields)
+*/
+
+typedef struct MergeJob {
+  Tokenizer *t;
+  const char *path;
+  int rc;                /* GPT2_NOMEM, or GPT2_ERROR with a message */
+  int stop_line;         /* the line that stopped parsing (0: none) */
+  char err[GPT2_ERRLEN]; /* its message */
+} MergeJob;
+
+/* Start fetching the slot where the bytes p[0..n) hash to: the tables are
+** bigger than the caches, so the loads below pipeline their lookups. */
+static void tab_prefetch(const StrTab *tb, const void *p, size_t n) {
+#if defined(__GNUC__)
+  __builtin_prefetch(&tb->slot[hash_bytes(p, n) & tb->mask]);
+#else
+  (void)tb, (void)p, (void)n;
+#endif
 }
 
-static int load_merges(Tokenizer *t, const char *path, char *err, size_t errlen) {
+/* Unit of the bytes p[0..n), added when new. Returns -1 on OOM. */
+static int32_t unit_intern(Tokenizer *t, const void *p, size_t n) {
+  int32_t u = tab_find(&t->utab, t->ubytes, t->uspan, p, n);
+  if (u >= 0) return u;
+  if ((size_t)t->utab.count * 2 >= (size_t)t->utab.mask + 1) { /* grow the hash */
+    StrTab nt;
+    if (tab_init(&nt, (size_t)t->utab.mask + 1)) return -1;
+    for (int32_t i = 0; i < t->n_units; i++)
+      tab_put(&nt, t->ubytes + t->uspan[i].off, t->uspan[i].len, i);
+    free(t->utab.slot);
+    t->utab = nt;
+  }
+  if ((size_t)t->n_units == t->uspan_cap) {
+    if (t->uspan_cap >= INT32_MAX / 2) return -1;
+    Span *ns = realloc(t->uspan, 2 * t->uspan_cap * sizeof *ns);
+    if (!ns) return -1;
+    t->uspan = ns;
+    t->uspan_cap *= 2;
+  }
+  size_t off = t->n_units ? t->uspan[t->n_units - 1].off + t->uspan[t->n_units - 1].len : 0;
+  if (off + n > t->ucap) {
+    size_t cap = t->ucap * 2;
+    while (cap < off + n) cap *= 2;
+    if (cap > UINT32_MAX) return -1;
+    char *nb = realloc(t->ubytes, cap);
+    if (!nb) return -1;
+    t->ubytes = nb;
+    t->ucap = cap;
+  }
+  memcpy(t->ubytes + off, p, n);
+  u = t->n_units++;
+  t->uspan[u] = (Span){(uint32_t)off, (uint32_t)n};
+  tab_put(&t->utab, p, n, u);
+  return u;
+}
+
+/* One merges.txt line, unmapped: left bytes then right bytes at raw+off. */
+typedef struct MergeText {
+  uint32_t off, alen, blen, line;
+} MergeText;
+
+/* Parse merges.txt into units and ranks. A malformed line stops the parse
+** (job->stop_line, job->err): earlier lines are still checked against the
+** vocabulary first, so the first bad line in the file is the one reported. */
+static int parse_merges(MergeJob *job) {
+  Tokenizer *t = job->t;
   char *text;
   size_t n;
-  int rc = gpt2_read_file(path, &text, &n, MAX_FILE, err, errlen);
+  int rc = gpt2_read_file(job->path, &text, &n, MAX_FILE, job->err, sizeof job->err);
   if (rc) return rc;
   size_t lines = 1;
-  for (size_t i = 0; i < n; i++) lines += text[i] == '\n';
-  size_t slots = pow2_at_least(lines * 2);
-  unsigned char *buf = malloc(n + 1);
-  t->pair_key = malloc(slots * sizeof *t->pair_key);
-  t->pair_rank = malloc(slots * sizeof *t->pair_rank);
+  for (const char *p = text; (p = memchr(p, '\n', n - (size_t)(p - text))); p++) lines++;
+  size_t pslots = 16;
+  while (pslots < lines * 2) pslots *= 2;
+  unsigned char *raw = malloc(n + 1);
+  MergeText *mt = malloc(lines * sizeof *mt);
+  t->ucap = 2 * n + 256;
+  t->ubytes = malloc(t->ucap);
+  t->uspan_cap = 1024 + lines; /* about one new unit per line; both grow */
+  t->uspan = malloc(t->uspan_cap * sizeof *t->uspan);
+  t->brank = malloc(65536 * sizeof *t->brank);
+  t->pair = malloc(pslots * sizeof *t->pair);
   t->merge_a = malloc(lines * sizeof *t->merge_a);
   t->merge_b = malloc(lines * sizeof *t->merge_b);
   t->merge_to = malloc(lines * sizeof *t->merge_to);
-  if (!buf || !t->pair_key || !t->pair_rank || !t->merge_a || !t->merge_b || !t->merge_to) {
+  t->merge_line = malloc(lines * sizeof *t->merge_line);
+  if (!raw || !mt || !t->ubytes || !t->uspan || !t->brank || !t->pair || !t->merge_a ||
+      !t->merge_b || !t->merge_to || !t->merge_line || tab_init(&t->utab, t->uspan_cap)) {
     rc = GPT2_NOMEM;
     goto done;
   }
-  memset(t->pair_key, 0xFF, slots * sizeof *t->pair_key);
-  t->pair_mask = (uint32_t)(slots - 1);
-  t->pair_shift = 64;
-  for (size_t s = slots; s > 1; s >>= 1) t->pair_shift--;
-  size_t blank = 0; /* first blank line seen, if any */
-  size_t line = 0;
+  /* Pass 1: split and unmap the lines. */
+  size_t blank = 0, line = 0, nm = 0, used = 0;
   for (size_t i = 0; i < n;) {
     const char *s = text + i;
     const char *nl = memchr(s, '\n', n - i);
@@ -870,72 +1106,185 @@ static int load_merges(Tokenizer *t, const char *path, char *err, size_t errlen)
       continue;
     }
     if (blank) {
-      rc = gpt2_errorf(err, errlen, "%s line %zu: blank line before more merges", path, blank);
-      goto done;
+      job->stop_line = (int)blank;
+      gpt2_errorf(job->err, sizeof job->err, "%s line %zu: blank line before more merges",
+                  job->path, blank);
+      break;
     }
     if (len >= 8 && memcmp(s, "#version", 8) == 0) continue;
     const char *sp = memchr(s, ' ', len);
-    if (!sp || sp == s || sp + 1 == s + len || memchr(sp + 1, ' ', len - (size_t)(sp + 1 - s))) {
-      rc = gpt2_errorf(err, errlen,
-                       "%s line %zu: expected two tokens separated by one space, got \"%.*s\"",
-                       path, line, clip(s, len, 200), s);
-      goto done;
+    size_t an = sp ? (size_t)(sp - s) : 0, bn = sp ? len - an - 1 : 0, ab, bb;
+    if (!an || !bn || memchr(sp + 1, ' ', bn)) {
+      job->stop_line = (int)line;
+      gpt2_errorf(job->err, sizeof job->err,
+                  "%s line %zu: expected two tokens separated by one space, got \"%.*s\"",
+                  job->path, line, clip(s, len, 200), s);
+      break;
     }
-    size_t an = (size_t)(sp - s), bn;
-    size_t ab, bb;
-    int a, b;
-    rc = merge_part(t, path, line, s, an, buf, &ab, &a, err, errlen);
-    if (!rc) rc = merge_part(t, path, line, sp + 1, len - an - 1, buf + ab, &bb, &b, err, errlen);
-    if (rc) goto done;
-    bn = ab + bb;
-    int to = find_bytes(t, buf, bn);
+    uint32_t badc;
+    int bad = unmap(s, an, raw + used, &ab, &badc);
+    const char *which = s;
+    size_t wn = an;
+    if (!bad) {
+      bad = unmap(sp + 1, bn, raw + used + ab, &bb, &badc);
+      which = sp + 1, wn = bn;
+    }
+    if (bad) { /* a character no vocabulary key can contain */
+      job->stop_line = (int)line;
+      if (bad == UNMAP_UTF8)
+        gpt2_errorf(job->err, sizeof job->err, "%s line %zu: not valid UTF-8", job->path, line);
+      else
+        gpt2_errorf(job->err, sizeof job->err,
+                    "%s line %zu: \"%.*s\" is not in the vocabulary (U+%04lX is not one of "
+                    "GPT-2's 256 byte characters)",
+                    job->path, line, clip(which, wn, 200), which, (unsigned long)badc);
+      break;
+    }
+    mt[nm++] = (MergeText){(uint32_t)used, (uint32_t)ab, (uint32_t)bb, (uint32_t)line};
+    used += ab + bb;
+  }
+  /* Pass 2: units and ranks, looking a few lines ahead. */
+  for (int i = 0; i < 65536; i++) t->brank[i] = RANK_NONE;
+  for (size_t i = 0; i < pslots; i++) t->pair[i].key = PAIR_EMPTY;
+  t->pair_mask = (uint32_t)(pslots - 1);
+  t->pair_shift = 64;
+  for (size_t s = pslots; s > 1; s >>= 1) t->pair_shift--;
+  for (int b = 0; b < 256; b++) {
+    unsigned char c = (unsigned char)b;
+    unit_intern(t, &c, 1); /* unit b = byte b; cannot fail: room was reserved */
+  }
+  for (size_t k = 0; k < nm; k++) {
+    if (k + 8 < nm) {
+      const MergeText *f = &mt[k + 8];
+      tab_prefetch(&t->utab, raw + f->off, f->alen);
+      tab_prefetch(&t->utab, raw + f->off + f->alen, f->blen);
+      tab_prefetch(&t->utab, raw + f->off, f->alen + f->blen);
+    }
+    const MergeText *m = &mt[k];
+    const unsigned char *p = raw + m->off;
+    int32_t a = unit_intern(t, p, m->alen), b = unit_intern(t, p + m->alen, m->blen);
+    int32_t to = a < 0 || b < 0 ? -1 : unit_intern(t, p, m->alen + m->blen);
     if (to < 0) {
-      rc = gpt2_errorf(err, errlen,
-                       "%s line %zu: the merged token \"%.*s%.*s\" is not in the vocabulary",
-                       path, line, clip(s, an, 200), s, clip(sp + 1, len - an - 1, 200), sp + 1);
+      rc = GPT2_NOMEM;
       goto done;
     }
-    int32_t rank = t->n_merges++;
-    t->merge_a[rank] = a;
-    t->merge_b[rank] = b;
-    t->merge_to[rank] = to;
-    pair_set(t, a, b, rank);
+    t->merge_a[k] = a;
+    t->merge_b[k] = b;
+    t->merge_to[k] = to;
+    t->merge_line[k] = (int32_t)m->line;
+  }
+  t->n_merges = (int)nm;
+  for (size_t k = 0; k < nm; k++) { /* rank k; a repeated pair keeps its last rank */
+    if (k + 8 < nm) pair_prefetch(t, t->merge_a[k + 8], t->merge_b[k + 8]);
+    pair_set(t, t->merge_a[k], t->merge_b[k], (int32_t)k);
   }
 done:
-  free(buf);
+  free(mt);
+  free(raw);
   free(text);
   return rc;
 }
 
-/* Flag each token whose own bytes BPE back to it (the whole-piece fast path). */
+/* Flag each unit whose own bytes BPE back to it (the whole-piece fast path). */
 static int compute_self(Tokenizer *t) {
+  t->self = calloc((size_t)t->n_units, 1);
+  if (!t->self) return GPT2_NOMEM;
   Work w = {0};
-  for (int id = 0; id < t->vocab_size; id++) {
-    if (!t->len[id]) continue;
+  for (int32_t u = 0; u < t->n_units; u++) {
+    int32_t *units;
     size_t m;
-    int32_t *ids;
-    if (bpe(t, &w, (const unsigned char *)t->arena + t->off[id], t->len[id], &ids, &m)) {
+    if (bpe(t, &w, (const unsigned char *)t->ubytes + t->uspan[u].off, t->uspan[u].len, &units,
+            &m)) {
       work_free(&w);
       return GPT2_NOMEM;
     }
-    t->self[id] = m == 1 && ids[0] == id;
+    t->self[u] = m == 1 && units[0] == u;
   }
   work_free(&w);
   return GPT2_OK;
 }
 
-/* A declared special token: a string, an object with "content", or null.
-** Returns GPT2_OK with *s NULL when absent. */
-static int config_token(json_t *root, const char *path, const char *key, const char **s,
-                        char *err, size_t errlen) {
+static int compile_pattern(Tokenizer *t, char *err, size_t errlen) {
+  int ec;
+  PCRE2_SIZE eo;
+  t->re = pcre2_compile((PCRE2_SPTR)PATTERN, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &ec, &eo,
+                        NULL);
+  if (!t->re) {
+    if (ec == PCRE2_ERROR_HEAP_FAILED || ec == PCRE2_ERROR_NOMEMORY) return GPT2_NOMEM;
+    PCRE2_UCHAR msg[120];
+    pcre2_get_error_message(ec, msg, sizeof msg);
+    return gpt2_errorf(err, errlen, "cannot compile the pre-tokenizer pattern: %s", (char *)msg);
+  }
+  t->jit = pcre2_jit_compile(t->re, PCRE2_JIT_COMPLETE) == 0; /* else the interpreter runs it */
+  return GPT2_OK;
+}
+
+static void *merge_job(void *arg) {
+  MergeJob *job = arg;
+  job->rc = parse_merges(job);
+  if (!job->rc) job->rc = compute_self(job->t);
+  if (!job->rc) job->rc = compile_pattern(job->t, job->err, sizeof job->err);
+  return NULL;
+}
+
+/* Give every vocabulary token its unit (a token no merge names becomes a
+** unit of its own); then every merge's parts and result must have an id. */
+static int link_vocab(Tokenizer *t, const MergeJob *job, char *err, size_t errlen) {
+  int32_t n_merge_units = t->n_units;
+  int32_t *unit = malloc((size_t)t->vocab_size * sizeof *unit);
+  if (!unit) return GPT2_NOMEM;
+  for (int id = 0; id < t->vocab_size; id++) {
+    const Span *s = &t->vspan[id], *f = s + 8;
+    if (id + 8 < t->vocab_size && f->len) tab_prefetch(&t->utab, t->vbytes + f->off, f->len);
+    unit[id] = s->len ? unit_intern(t, t->vbytes + s->off, s->len) : -1;
+    if (s->len && unit[id] < 0) {
+      free(unit);
+      return GPT2_NOMEM;
+    }
+  }
+  t->vid = malloc((size_t)t->n_units * sizeof *t->vid);
+  uint8_t *self = realloc(t->self, (size_t)t->n_units);
+  if (self) t->self = self;
+  if (!t->vid || !self) {
+    free(unit);
+    return GPT2_NOMEM;
+  }
+  memset(self + n_merge_units, 0, (size_t)(t->n_units - n_merge_units)); /* BPE never makes them */
+  for (int32_t u = 0; u < t->n_units; u++) t->vid[u] = -1;
+  for (int id = 0; id < t->vocab_size; id++)
+    if (unit[id] >= 0) t->vid[unit[id]] = id;
+  free(unit);
+  for (int r = 0; r < t->n_merges; r++) {
+    int32_t parts[3] = {t->merge_a[r], t->merge_b[r], t->merge_to[r]};
+    for (int k = 0; k < 3; k++) {
+      if (t->vid[parts[k]] >= 0) continue;
+      char m[256];
+      return gpt2_errorf(
+          err, errlen, "%s line %d: %s\"%s\" is not in the vocabulary", job->path, t->merge_line[r],
+          k == 2 ? "the merged token " : "",
+          mapped(t->ubytes + t->uspan[parts[k]].off, t->uspan[parts[k]].len, m, sizeof m));
+    }
+  }
+  if (job->stop_line) return gpt2_errorf(err, errlen, "%s", job->err);
+  return GPT2_OK;
+}
+
+/* ------------------------------------------------------------------------
+** Loading: special tokens (tokenizer_config.json, special_tokens_map.json)
+*/
+
+/* A declared token: a string, an object with "content", or null/absent
+** (*s NULL). */
+static int config_token(json_t *root, const char *path, const char *key, const char **s, char *err,
+                        size_t errlen) {
   *s = NULL;
   json_t *v = root ? json_object_get(root, key) : NULL;
   if (!v || json_is_null(v)) return GPT2_OK;
   if (json_is_object(v)) v = json_object_get(v, "content");
   if (!json_is_string(v))
     return gpt2_errorf(err, errlen,
-                       "%s: \"%s\" must be a string or an object with a \"content\" string",
-                       path, key);
+                       "%s: \"%s\" must be a string or an object with a \"content\" string", path,
+                       key);
   *s = json_string_value(v);
   return GPT2_OK;
 }
@@ -947,7 +1296,8 @@ static int load_config(const char *dir, const char *name, json_t **root, char **
   if (!*pathp) return GPT2_NOMEM;
   struct stat st;
   if (stat(*pathp, &st) != 0 && errno == ENOENT) return GPT2_OK; /* optional */
-  int rc = load_json(*pathp, MAX_CONFIG, root, err, errlen);
+  size_t size;
+  int rc = load_json(*pathp, MAX_CONFIG, root, &size, err, errlen);
   if (!rc && !json_is_object(*root))
     rc = gpt2_errorf(err, errlen, "%s: expected a JSON object", *pathp);
   return rc;
@@ -955,31 +1305,33 @@ static int load_config(const char *dir, const char *name, json_t **root, char **
 
 static void add_special(Tokenizer *t, const char *s) {
   if (!s || !*s || t->n_special == MAX_SPECIAL) return;
-  int id = find_bytes(t, s, strlen(s));
+  int id = find_vocab(t, s, strlen(s));
   if (id < 0) return; /* declared but not in the vocabulary: plain text */
   for (int i = 0; i < t->n_special; i++)
     if (t->special[i].id == id) return;
-  /* Literal = the token's bytes (for "<|endoftext|>": itself, ASCII). */
-  t->special[t->n_special++] = (Special){t->arena + t->off[id], t->len[id], id};
+  /* The literal is the token's bytes (for "<|endoftext|>": itself, ASCII). */
+  t->special[t->n_special++] = (Special){t->vbytes + t->vspan[id].off, t->vspan[id].len, id};
 }
 
-/* Special tokens and the unknown token. special_tokens_map.json overrides
-** tokenizer_config.json, as in Hugging Face's from_pretrained. */
+/* special_tokens_map.json overrides tokenizer_config.json, as in Hugging
+** Face's from_pretrained. */
 static int load_specials(Tokenizer *t, const char *dir, char *err, size_t errlen) {
   static const char *const names[] = {"special_tokens_map.json", "tokenizer_config.json"};
   static const char *const keys[] = {"unk_token", "eos_token", "bos_token"};
   json_t *roots[2] = {NULL, NULL};
   char *paths[2] = {NULL, NULL};
   int rc = GPT2_OK;
-  for (int f = 0; f < 2 && !rc; f++) rc = load_config(dir, names[f], &roots[f], &paths[f], err, errlen);
+  for (int f = 0; f < 2 && !rc; f++)
+    rc = load_config(dir, names[f], &roots[f], &paths[f], err, errlen);
   t->unk_id = -1;
   add_special(t, "<|endoftext|>"); /* gpt2-facts.md, "Tokenizer" */
   for (int k = 0; k < 3 && !rc; k++) {
     const char *s = NULL;
-    for (int f = 0; f < 2 && !rc && !s; f++) rc = config_token(roots[f], paths[f], keys[k], &s, err, errlen);
+    for (int f = 0; f < 2 && !rc && !s; f++)
+      rc = config_token(roots[f], paths[f], keys[k], &s, err, errlen);
     if (rc) break;
     add_special(t, s);
-    if (k == 0 && s && *s) t->unk_id = find_bytes(t, s, strlen(s));
+    if (k == 0 && s && *s) t->unk_id = find_vocab(t, s, strlen(s));
   }
   for (int f = 0; f < 2; f++) {
     json_decref(roots[f]);
@@ -988,31 +1340,35 @@ static int load_specials(Tokenizer *t, const char *dir, char *err, size_t errlen
   return rc;
 }
 
-static int compile_pattern(Tokenizer *t, char *err, size_t errlen) {
-  int ec;
-  PCRE2_SIZE eo;
-  t->re = pcre2_compile((PCRE2_SPTR)PATTERN, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &ec,
-                        &eo, NULL);
-  if (!t->re) {
-    PCRE2_UCHAR msg[120];
-    pcre2_get_error_message(ec, msg, sizeof msg);
-    return gpt2_errorf(err, errlen, "cannot compile the pre-tokenizer pattern: %s", (char *)msg);
-  }
-  pcre2_jit_compile(t->re, PCRE2_JIT_COMPLETE); /* no JIT: the interpreter still works */
-  return GPT2_OK;
-}
+/* ------------------------------------------------------------------------
+** tok_load
+*/
 
 int tok_load(const char *dir, Tokenizer **out, char *err, size_t errlen) {
   *out = NULL;
   Tokenizer *t = calloc(1, sizeof *t);
   char *vpath = gpt2_path_join(dir, "vocab.json");
   char *mpath = gpt2_path_join(dir, "merges.txt");
-  int rc = !t || !vpath || !mpath ? GPT2_NOMEM : GPT2_OK;
-  if (!rc) rc = load_vocab(t, vpath, err, errlen);
-  if (!rc) rc = load_merges(t, mpath, err, errlen);
+  if (!t || !vpath || !mpath) {
+    free(t);
+    free(vpath);
+    free(mpath);
+    return GPT2_NOMEM;
+  }
+  /* merges.txt on a helper thread while Jansson parses vocab.json here
+  ** (without a thread, the same work runs in turn). */
+  MergeJob job = {.t = t, .path = mpath};
+  pthread_t th;
+  int threaded = pthread_create(&th, NULL, merge_job, &job) == 0;
+  int rc = load_vocab(t, vpath, err, errlen);
+  if (threaded)
+    pthread_join(th, NULL);
+  else
+    merge_job(&job);
+  if (!rc && job.rc == GPT2_ERROR) rc = gpt2_errorf(err, errlen, "%s", job.err);
+  if (!rc) rc = job.rc;
+  if (!rc) rc = link_vocab(t, &job, err, errlen);
   if (!rc) rc = load_specials(t, dir, err, errlen);
-  if (!rc) rc = compute_self(t);
-  if (!rc) rc = compile_pattern(t, err, errlen);
   free(vpath);
   free(mpath);
   if (rc) {
