@@ -297,6 +297,15 @@ def test_every_token_alone(gdb, ref):
         assert tokenize(gdb, data) == ref.encode(data), (i, data)
 
 
+def test_memo_compares_whole_pieces(gdb, ref):
+    """Long texts memoize pieces by a 32-bit hash: these two pieces (same
+    length and first 8 bytes) collide under ext/tokenizer.c's hash_bytes, so
+    a memo that trusted the hash would repeat the first one's ids."""
+    text = " memorizeeyvaunx memorizestedtjt" * 200
+    assert len(text) > 4096
+    assert tokenize(gdb, text) == ref.encode(text)
+
+
 def test_invalid_utf8_input(gdb, ref):
     """Each byte that is not part of a valid character is a piece of its own
     (its byte token); the valid runs around it are tokenized separately."""
@@ -377,16 +386,20 @@ def test_small_vocab_missing_bytes(tmp_path):
 
 
 def test_declared_specials(tmp_path):
-    vocab = small_vocab("abs/<> ", ["</s>", "<s>", "<|endoftext|>"])
+    vocab = small_vocab("abs/<>| ", ["</s>", "<s>", "<|endoftext|>", "<|end"])
     files = {"tokenizer_config.json": {"eos_token": {"content": "</s>"}, "bos_token": "<s>",
-                                       "unk_token": None, "pad_token": "<pad>"}}
+                                       "unk_token": "<|end", "pad_token": "<pad>"},
+             "special_tokens_map.json": {"unk_token": None}}  # null: not declared here
     d = write_vocab(tmp_path / "s", vocab, [], files=files)
     conn = connect()
     conn.execute("SELECT gpt2_load(?)", (d,))
-    assert tokenize(conn, "a</s>b<s>") == [0, 7, 1, 8]
-    assert tokenize(conn, "<|endoftext|>a") == [9, 0]
-    assert tokenize(conn, "<</s>>") == [4, 7, 5]
-    assert detokenize(conn, [8, 0, 7]) == "<s>a</s>"
+    assert tokenize(conn, "a</s>b<s>") == [0, 8, 1, 9]
+    assert tokenize(conn, "<s>a</s>") == [9, 0, 8]  # leftmost first, whatever the kind
+    assert tokenize(conn, "<|endoftext|>a") == [10, 0]  # the longest at one position
+    assert tokenize(conn, "<|end|>") == [11, 6, 5]
+    assert tokenize(conn, "<</s>>") == [4, 8, 5]
+    assert tokenize(conn, "z") == [11]  # the unknown token
+    assert detokenize(conn, [9, 0, 8]) == "<s>a</s>"
     conn.close()
 
 
