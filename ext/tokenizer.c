@@ -8,7 +8,7 @@
 **   gets the next unit number, then every remaining vocabulary token. One
 **   hash maps raw bytes to a unit; vid[] maps a unit to its vocabulary id.
 **   Keeping BPE in its own space lets merges.txt be loaded, and every unit's
-**   fast-path flag computed, on a helper thread while Jansson parses
+**   fast-path flag computed, on a helper thread while cJSON parses
 **   vocab.json (the slow part of loading).
 **
 **   Load (tok_load).
@@ -52,8 +52,10 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "tokenizer.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <pcre2.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -73,6 +75,8 @@
 #define UNIT_DEAD (-1)        /* bpe_heap: unit merged into its left neighbour */
 #define FLAT_MAX 128          /* pieces up to this many bytes use bpe_flat */
 #define PAIR_EMPTY UINT64_MAX /* units are < 2^31, so no real key has all bits set */
+#define STR(x) #x
+#define XSTR(x) STR(x)
 
 /* GPT-2's pattern (gpt2-facts.md, "Tokenizer"),
 **   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
@@ -918,63 +922,153 @@ static int load_json(const char *path, size_t max, json_t **out, size_t *size, c
 }
 
 /* ------------------------------------------------------------------------
-** Loading: vocab.json
+** Loading: vocab.json (cJSON: about three times faster than Jansson here, and
+** this parse is the critical path of tok_load). cJSON keeps duplicate keys,
+** does not check UTF-8, cuts a string at "\u0000", stops at the end of the
+** first value and skips a UTF-8 BOM: each is checked below instead.
 */
 
+/* 1-based line and byte column of text[pos]. */
+static void line_col(const char *text, size_t pos, int *line, int *col) {
+  size_t l = 1, start = 0;
+  for (const char *p = text; (p = memchr(p, '\n', pos - (size_t)(p - text))); p++) {
+    l++;
+    start = (size_t)(p - text) + 1;
+  }
+  *line = l > INT_MAX ? INT_MAX : (int)l;
+  *col = pos - start + 1 > INT_MAX ? INT_MAX : (int)(pos - start + 1);
+}
+
+/* Offset of the first NUL byte or "\u0000" escape (either would cut a cJSON
+** string short), or n. A backslash outside a string is a syntax error anyway. */
+static size_t find_nul(const char *text, size_t n) {
+  const char *z = memchr(text, 0, n);
+  size_t limit = z ? (size_t)(z - text) : n;
+  size_t i = 0;
+  while (i < limit) {
+    const char *b = memchr(text + i, '\\', limit - i);
+    if (!b) break;
+    i = (size_t)(b - text);
+    if (i + 6 <= limit && memcmp(b + 1, "u0000", 5) == 0) return i;
+    i += 2; /* past the escaped character */
+  }
+  return limit;
+}
+
+static int json_syntax_error(const char *path, const char *text, size_t pos, const char *what,
+                             char *err, size_t errlen) {
+  int line, col;
+  line_col(text, pos, &line, &col);
+  return gpt2_errorf(err, errlen, "%s: invalid JSON at line %d column %d: %s", path, line, col,
+                     what);
+}
+
 static int load_vocab(Tokenizer *t, const char *path, char *err, size_t errlen) {
+  char *text;
   size_t size;
-  json_t *root;
-  int rc = load_json(path, MAX_FILE, &root, &size, err, errlen);
+  int rc = gpt2_read_file(path, &text, &size, MAX_FILE, err, errlen);
   if (rc) return rc;
-  size_t count = json_is_object(root) ? json_object_size(root) : 0, k = 0;
+  cJSON *root = NULL;
   int32_t *ids = NULL;
   Span *spans = NULL;
-  if (!json_is_object(root)) {
+  StrTab seen = {0}; /* raw bytes -> index in file order, for duplicates */
+  size_t nul = find_nul(text, size);
+  if (nul < size) {
+    rc = json_syntax_error(path, text, nul, "NUL characters (\\u0000) are not supported", err,
+                           errlen);
+    goto done;
+  }
+  if (size >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) {
+    rc = json_syntax_error(path, text, 0, "byte order mark", err, errlen);
+    goto done;
+  }
+  const char *end = NULL;
+  root = cJSON_ParseWithLengthOpts(text, size, &end, 0);
+  if (!root) { /* cJSON does not tell a syntax error from an allocation failure */
+    size_t pos = end && end >= text && end <= text + size ? (size_t)(end - text) : 0;
+    rc = json_syntax_error(path, text, pos,
+                           "syntax error (or nesting deeper than " XSTR(CJSON_NESTING_LIMIT)
+                           ", or out of memory)",
+                           err, errlen);
+    goto done;
+  }
+  size_t pos = (size_t)(end - text);
+  while (pos < size && (text[pos] == ' ' || text[pos] == '\t' || text[pos] == '\n' ||
+                        text[pos] == '\r'))
+    pos++;
+  if (pos < size) {
+    rc = json_syntax_error(path, text, pos, "end of file expected", err, errlen);
+    goto done;
+  }
+  if (!cJSON_IsObject(root)) {
     rc = gpt2_errorf(err, errlen, "%s: expected a JSON object mapping tokens to ids", path);
     goto done;
   }
+  size_t count = 0, k = 0;
+  for (const cJSON *it = root->child; it; it = it->next) count++;
   if (!count) {
     rc = gpt2_errorf(err, errlen, "%s: the vocabulary is empty", path);
     goto done;
   }
-  json_t *val;
-  const char *key;
   /* One pass over the keys in file order: raw bytes into the arena (no
-  ** longer in total than the file). */
+  ** longer in total than the file: an escape decodes to fewer bytes). */
   ids = malloc(count * sizeof *ids);
   spans = malloc(count * sizeof *spans);
   t->vbytes = malloc(size + 1);
-  if (!ids || !spans || !t->vbytes) {
+  if (!ids || !spans || !t->vbytes || tab_init(&seen, count)) {
     rc = GPT2_NOMEM;
     goto done;
   }
-  json_int_t max_id = -1;
+  int32_t max_id = -1;
   size_t used = 0;
-  json_object_foreach(root, key, val) {
-    size_t kn = strlen(key), bn;
-    json_int_t id = json_is_integer(val) ? json_integer_value(val) : -1;
-    if (id < 0 || id > MAX_ID) {
+  for (const cJSON *it = root->child; it; it = it->next, k++) {
+    const char *key = it->string ? it->string : "";
+    size_t kn = strlen(key), bn; /* no NUL inside: find_nul */
+    size_t ok = utf8_valid_prefix((const unsigned char *)key, kn);
+    if (ok < kn) {
+      rc = gpt2_errorf(err, errlen,
+                       "%s: invalid JSON: key %zu (in file order), \"%.*s\" then byte 0x%02X, "
+                       "is not valid UTF-8",
+                       path, k + 1, clip(key, ok, 200), key, (unsigned)(unsigned char)key[ok]);
+      goto done;
+    }
+    /* A number is a double: only an integral one in range is an id (this
+    ** also rejects NaN; valueint would saturate, so it is not used). */
+    double d = cJSON_IsNumber(it) ? it->valuedouble : -1;
+    if (!(d >= 0 && d <= MAX_ID && d == (double)(int32_t)d)) {
       rc = gpt2_errorf(err, errlen, "%s: key \"%.*s\": id must be an integer from 0 to %d", path,
                        clip(key, kn, 200), key, MAX_ID);
       goto done;
     }
+    int32_t id = (int32_t)d;
     if (!kn) {
-      rc = gpt2_errorf(err, errlen, "%s: empty key (id %lld)", path, (long long)id);
+      rc = gpt2_errorf(err, errlen, "%s: empty key (id %d)", path, (int)id);
       goto done;
     }
     uint32_t bad;
-    if (unmap(key, kn, (unsigned char *)t->vbytes + used, &bn, &bad)) { /* Jansson checked UTF-8 */
+    unsigned char *raw = (unsigned char *)t->vbytes + used;
+    if (unmap(key, kn, raw, &bn, &bad)) { /* UTF-8 was checked: a character */
       rc = gpt2_errorf(err, errlen,
                        "%s: key \"%.*s\" contains U+%04lX, which is not one of GPT-2's 256 "
                        "byte characters",
                        path, clip(key, kn, 200), key, (unsigned long)bad);
       goto done;
     }
-    ids[k] = (int32_t)id;
-    spans[k++] = (Span){(uint32_t)used, (uint32_t)bn};
+    spans[k] = (Span){(uint32_t)used, (uint32_t)bn};
+    /* The mapping is one to one: equal raw bytes <=> equal keys. */
+    int32_t first = tab_find(&seen, t->vbytes, spans, raw, bn);
+    if (first >= 0) {
+      rc = gpt2_errorf(err, errlen, "%s: duplicate key \"%.*s\" (keys %d and %zu in file order)",
+                       path, clip(key, kn, 200), key, (int)first + 1, k + 1);
+      goto done;
+    }
+    tab_put(&seen, raw, bn, (int32_t)k);
+    ids[k] = id;
     used += bn;
     if (id > max_id) max_id = id;
   }
+  cJSON_Delete(root); /* before the next allocation: the tree is ~10x the file */
+  root = NULL;
   t->vocab_size = (int)max_id + 1;
   t->vspan = calloc((size_t)t->vocab_size, sizeof *t->vspan);
   if (!t->vspan) {
@@ -993,9 +1087,11 @@ static int load_vocab(Tokenizer *t, const char *path, char *err, size_t errlen) 
     *s = spans[i];
   }
 done:
+  free(seen.slot);
   free(ids);
   free(spans);
-  json_decref(root);
+  cJSON_Delete(root);
+  free(text);
   return rc;
 }
 
@@ -1355,7 +1451,7 @@ int tok_load(const char *dir, Tokenizer **out, char *err, size_t errlen) {
     free(mpath);
     return GPT2_NOMEM;
   }
-  /* merges.txt on a helper thread while Jansson parses vocab.json here
+  /* merges.txt on a helper thread while cJSON parses vocab.json here
   ** (without a thread, the same work runs in turn). */
   MergeJob job = {.t = t, .path = mpath};
   pthread_t th;

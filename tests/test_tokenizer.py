@@ -571,8 +571,8 @@ def test_utf8_helpers(tmp_path):
         f.write(HELPER)
     subprocess.run(["cc", "-std=c11", "-D_GNU_SOURCE", "-O1", "-I", os.path.join(ROOT, "ext"),
                     exe + ".c", os.path.join(ROOT, "ext", "tokenizer.c"),
-                    os.path.join(ROOT, "ext", "common.c"), "-lpcre2-8", "-ljansson", "-pthread",
-                    "-o", exe], check=True)
+                    os.path.join(ROOT, "ext", "common.c"), "-lpcre2-8", "-ljansson", "-lcjson",
+                    "-pthread", "-o", exe], check=True)
     rnd = random.Random(3)
     edge = [0x00, 0x41, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC1, 0xC2, 0xDF, 0xE0,
             0xE1, 0xEC, 0xED, 0xEE, 0xEF, 0xF0, 0xF1, 0xF3, 0xF4, 0xF5, 0xFF]
@@ -601,3 +601,51 @@ def test_utf8_helpers(tmp_path):
         assert prefix == expected_prefix(c), c
         assert streamed == expect, c  # streaming in pieces gives the same text
     assert pos == len(out)
+
+
+# --- vocab.json edge cases the JSON parser (cJSON) does not check itself ----------
+
+VOCAB_BYTES_BAD = [
+    (b'{"a": 0, "b\xff": 1}', ["vocab.json", "not valid UTF-8"]),
+    (b'{"a": 0, "\xed\xa0\x80": 1}', ["vocab.json", "not valid UTF-8"]),  # a surrogate
+    (b'{"a": 0, "b\\u0000c": 1}', ["vocab.json", "invalid JSON", "\\u0000"]),
+    (b'{"a": 0, "b\x00c": 1}', ["vocab.json", "invalid JSON"]),
+    (b'{"a": 0} x', ["vocab.json", "invalid JSON", "line 1", "end of file expected"]),
+    (b'{"a": 0}\n{"b": 1}', ["vocab.json", "invalid JSON", "line 2"]),
+    (b'\xef\xbb\xbf{"a": 0}', ["vocab.json", "invalid JSON"]),
+    (b'{"a": 0,\n "b": }', ["vocab.json", "invalid JSON", "line 2"]),
+    (b'{"a": 0, "b": [' + b'[' * 5000 + b']' * 5000 + b']}', ["vocab.json", "invalid JSON"]),
+    (b'{"a": 0, "b": [1]}', ["vocab.json", 'key "b"', "integer"]),
+    (b'{"a": 0, "b": null}', ["vocab.json", 'key "b"', "integer"]),
+    (b'{"a": 0, "b": true}', ["vocab.json", 'key "b"', "integer"]),
+    (b'{"a": 0, "b": 4294967296}', ["vocab.json", 'key "b"', "10000000"]),  # saturates valueint
+    (b'{"a": 0, "b": 1e999}', ["vocab.json", 'key "b"']),
+    (b'{"a": 0, "b": -0.5}', ["vocab.json", 'key "b"']),
+    (b'{"a": 0, "b": 10000000.5}', ["vocab.json", 'key "b"']),
+    (b'{"a": 0, "\\u0062": 1, "b": 2}', ["vocab.json", 'duplicate key "b"']),
+    (b'{"a": 0, "b": 1, "\xc4\xa0x": 2, "\\u0120x": 3}', ["vocab.json", 'duplicate key "\u0120x"']),
+]
+
+
+@pytest.mark.parametrize("data,needles", VOCAB_BYTES_BAD)
+def test_malformed_vocab_bytes(tmp_path, gdb, data, needles):
+    d = write_vocab(tmp_path / "bad", OK_VOCAB, "")
+    with open(os.path.join(d, "vocab.json"), "wb") as f:
+        f.write(data)
+    m = err(gdb, "SELECT gpt2_load(?)", d)
+    for needle in needles:
+        assert needle in m, m
+    m.encode("utf-8")  # the message itself is valid text
+    assert tokenize(gdb, "Hello world") == [15496, 995]
+
+
+def test_vocab_ids_as_integral_numbers(tmp_path):
+    """cJSON reads numbers as doubles: an integral one in range is an id."""
+    d = write_vocab(tmp_path / "ok", OK_VOCAB, "a b\n")
+    with open(os.path.join(d, "vocab.json"), "wb") as f:
+        f.write(b'{"a": 0, "b": 1.0, "c": 2e0, "ab": 3, "\\u0100": 10000000}')
+    conn = connect()
+    info = json.loads(one(conn, "SELECT gpt2_load(?)", d))
+    assert info["vocab_size"] == 10000001
+    assert tokenize(conn, "abc") == [3, 2]
+    conn.close()
