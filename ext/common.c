@@ -4,11 +4,13 @@
 #include "common.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 int gpt2_errorf(char *err, size_t errlen, const char *fmt, ...) {
   if (err && errlen) {
@@ -75,30 +77,39 @@ int gpt2_read_file(const char *path, char **out, size_t *len, size_t max_len,
                    char *err, size_t errlen) {
   *out = NULL;
   *len = 0;
-  FILE *f = fopen(path, "rb");
-  if (!f) return gpt2_errorf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+  /* O_NONBLOCK: opening a FIFO put in place of a file must not wait for a
+  ** writer (it is refused below as not a regular file). */
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return gpt2_errorf(err, errlen, "cannot open %s: %s", path, strerror(errno));
   struct stat st;
-  if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-    fclose(f);
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
     return gpt2_errorf(err, errlen, "%s is not a regular file", path);
   }
   if ((uint64_t)st.st_size > max_len) {
-    fclose(f);
+    close(fd);
     return gpt2_errorf(err, errlen, "%s is too large (%lld bytes, limit %zu)", path,
                        (long long)st.st_size, max_len);
   }
-  size_t n = (size_t)st.st_size;
+  size_t n = (size_t)st.st_size, got = 0;
   char *p = malloc(n + 1);
   if (!p) {
-    fclose(f);
+    close(fd);
     return GPT2_NOMEM;
   }
-  if (n && fread(p, 1, n, f) != n) {
-    free(p);
-    fclose(f);
-    return gpt2_errorf(err, errlen, "cannot read %s", path);
+  while (got < n) {
+    ssize_t r = read(fd, p + got, n - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      int e = r < 0 ? errno : 0;
+      free(p);
+      close(fd);
+      return gpt2_errorf(err, errlen, "cannot read %s: %s", path,
+                         e ? strerror(e) : "the file shrank while being read");
+    }
+    got += (size_t)r;
   }
-  fclose(f);
+  close(fd);
   p[n] = 0;
   *out = p;
   *len = n;

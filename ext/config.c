@@ -3,6 +3,7 @@
 */
 #include "config.h"
 
+#include <float.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +89,9 @@ int config_parse(const char *text, size_t len, Gpt2Config *cfg, char *err, size_
   memset(cfg, 0, sizeof *cfg);
   json_error_t je;
   json_t *root = json_loadb(text, len, 0, &je);
+  /* Jansson 2.14 gives every syntax error a message; a failure without one
+  ** is an allocation failure (some of those still read as syntax errors). */
+  if (!root && !je.text[0]) return GPT2_NOMEM;
   if (!root)
     return gpt2_errorf(err, errlen, CFG ": not valid JSON: %s (line %d)", je.text, je.line);
   int rc = GPT2_ERROR;
@@ -142,6 +146,11 @@ int config_parse(const char *text, size_t len, Gpt2Config *cfg, char *err, size_
     e = json_number_value(eps);
     if (!(e > 0 && e <= 1)) {
       gpt2_errorf(err, errlen, CFG ": layer_norm_epsilon is %g, must be in (0, 1]", e);
+      goto done;
+    }
+    if (!((float)e > 0)) { /* stored as a float: it must not round to 0 */
+      gpt2_errorf(err, errlen, CFG ": layer_norm_epsilon is %g, below the smallest float (%g)",
+                  e, (double)FLT_TRUE_MIN);
       goto done;
     }
   }

@@ -25,6 +25,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,7 +155,7 @@ Gpt2Entry *gpt2_conn_entry(Gpt2Conn *c, const char *fname, int need_weights, cha
       int idx;
       int rc = conn_load(c, env, "default", &idx, lerr, sizeof lerr);
       if (rc == GPT2_NOMEM) {
-        gpt2_errorf(err, errlen, "%s: out of memory loading $GPT2_MODEL", fname);
+        if (err && errlen) err[0] = 0; /* an empty message means SQLITE_NOMEM */
         return NULL;
       }
       if (rc) {
@@ -200,6 +201,7 @@ static int parse_id_array(const char *fname, int argno, const char *what, const 
                           size_t n, int vocab, IdVec *out, char *err, size_t errlen) {
   json_error_t je;
   json_t *a = json_loadb(s, n, JSON_DECODE_ANY, &je);
+  if (!a && !je.text[0]) return GPT2_NOMEM; /* Jansson: no message = allocation failure */
   if (!a || !json_is_array(a)) {
     json_decref(a);
     return gpt2_errorf(err, errlen, "%s: argument %d (%s) must be a JSON array of integers%s%s",
@@ -406,10 +408,26 @@ int gpt2_args_best_index(sqlite3_vtab *tab, sqlite3_index_info *info, int first,
   return SQLITE_OK;
 }
 
+/* Messages quote user input (paths, names, prompts) and may cut it (%.64s)
+** in the middle of a character; SQLite hands them to clients as UTF-8, so
+** invalid bytes become U+FFFD. NULL on OOM. */
+static char *clean_message(const char *msg) {
+  ByteBuf b = {0};
+  if (utf8_append_sanitized(&b, msg, strlen(msg))) {
+    buf_free(&b);
+    return NULL;
+  }
+  return b.p;
+}
+
 int gpt2_vtab_error(sqlite3_vtab *tab, int rc, const char *msg) {
   if (rc == GPT2_NOMEM) return SQLITE_NOMEM;
+  char *m = clean_message(msg);
+  if (!m) return SQLITE_NOMEM;
   sqlite3_free(tab->zErrMsg);
-  tab->zErrMsg = sqlite3_mprintf("%s", msg);
+  tab->zErrMsg = sqlite3_mprintf("%s", m);
+  free(m);
+  if (!tab->zErrMsg) return SQLITE_NOMEM;
   return rc == GPT2_INTERRUPTED ? SQLITE_INTERRUPT : SQLITE_ERROR;
 }
 
@@ -424,44 +442,66 @@ void gpt2_args_unpack(int idxNum, int argc, sqlite3_value **argv, int n_args,
 */
 
 static void result_error(sqlite3_context *ctx, int rc, const char *msg) {
-  if (rc == GPT2_NOMEM) {
+  char *m = rc == GPT2_NOMEM ? NULL : clean_message(msg);
+  if (!m) {
     sqlite3_result_error_nomem(ctx);
     return;
   }
-  sqlite3_result_error(ctx, msg, -1);
+  sqlite3_result_error(ctx, m, -1);
+  free(m);
   if (rc == GPT2_INTERRUPTED) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
 }
 
+/* json_dumpb, not json_dumps: Jansson 2.14's json_dumps ignores a failed
+** append while writing an object key, so under memory pressure it returns
+** JSON with keys missing (found by tests/oom). Writing into a sized buffer
+** appends nothing: the output is whole, or the call fails. */
 static void result_json(sqlite3_context *ctx, json_t *j) {
-  char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+  size_t n = j ? json_dumpb(j, NULL, 0, JSON_COMPACT) : 0;
+  char *s = n ? malloc(n + 1) : NULL;
+  if (s && json_dumpb(j, s, n, JSON_COMPACT) != n) {
+    free(s);
+    s = NULL;
+  }
   json_decref(j);
   if (!s) {
     sqlite3_result_error_nomem(ctx);
     return;
   }
-  sqlite3_result_text(ctx, s, -1, free);
+  s[n] = 0;
+  sqlite3_result_text(ctx, s, (int)n, free);
   sqlite3_result_subtype(ctx, GPT2_JSON_SUBTYPE);
 }
 
+/* The summary of an entry; NULL on OOM (never a summary missing keys). A
+** path that is not valid UTF-8 (Linux allows any bytes) is shown with U+FFFD. */
 static json_t *entry_summary(const Gpt2Entry *e) {
   json_t *j = json_object();
-  if (!j) return NULL;
-  json_object_set_new(j, "name", json_string(e->name));
-  json_object_set_new(j, "path", json_string(e->path));
+  char *path = clean_message(e->path);
+  int bad = !j || !path;
+  if (bad) goto done;
+  bad |= json_object_set_new(j, "name", json_string(e->name));
+  bad |= json_object_set_new(j, "path", json_string(path));
   if (e->model) {
     const Gpt2Config *c = &e->model->cfg;
-    json_object_set_new(j, "n_layer", json_integer(c->n_layer));
-    json_object_set_new(j, "n_head", json_integer(c->n_head));
-    json_object_set_new(j, "n_embd", json_integer(c->n_embd));
-    json_object_set_new(j, "n_positions", json_integer(c->n_positions));
-    json_object_set_new(j, "vocab_size", json_integer(c->vocab_size));
-    json_object_set_new(j, "n_params", json_integer(e->model->n_params));
-    json_object_set_new(j, "dtype", json_string(e->model->dtype));
-    json_object_set_new(j, "bytes", json_integer((json_int_t)e->model->weight_bytes));
-    json_object_set_new(j, "eos_token_id", json_integer(c->eos_id));
+    bad |= json_object_set_new(j, "n_layer", json_integer(c->n_layer));
+    bad |= json_object_set_new(j, "n_head", json_integer(c->n_head));
+    bad |= json_object_set_new(j, "n_embd", json_integer(c->n_embd));
+    bad |= json_object_set_new(j, "n_positions", json_integer(c->n_positions));
+    bad |= json_object_set_new(j, "vocab_size", json_integer(c->vocab_size));
+    bad |= json_object_set_new(j, "n_params", json_integer(e->model->n_params));
+    bad |= json_object_set_new(j, "dtype", json_string(e->model->dtype));
+    bad |= json_object_set_new(j, "bytes", json_integer((json_int_t)e->model->weight_bytes));
+    bad |= json_object_set_new(j, "eos_token_id", json_integer(c->eos_id));
   } else {
-    json_object_set_new(j, "vocab_size", json_integer(tok_vocab_size(e->tok)));
-    json_object_set_new(j, "weights", json_false());
+    bad |= json_object_set_new(j, "vocab_size", json_integer(tok_vocab_size(e->tok)));
+    bad |= json_object_set_new(j, "weights", json_false());
+  }
+done:
+  free(path);
+  if (bad) {
+    json_decref(j);
+    return NULL;
   }
   return j;
 }
@@ -476,18 +516,25 @@ static void fn_load(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   Gpt2Conn *c = sqlite3_user_data(ctx);
   if (sqlite3_value_type(argv[0]) == SQLITE_NULL) return;
   if (sqlite3_value_type(argv[0]) != SQLITE_TEXT) {
-    sqlite3_result_error(ctx, "gpt2_load: argument 1 (dir) must be TEXT, a directory path", -1);
+    result_error(ctx, GPT2_ERROR, "gpt2_load: argument 1 (dir) must be TEXT, a directory path");
     return;
   }
   const char *name = "default";
   if (argc > 1 && sqlite3_value_type(argv[1]) != SQLITE_NULL) {
     if (sqlite3_value_type(argv[1]) != SQLITE_TEXT || sqlite3_value_bytes(argv[1]) == 0 ||
         sqlite3_value_bytes(argv[1]) > 128) {
-      sqlite3_result_error(ctx, "gpt2_load: argument 2 (name) must be TEXT of 1 to 128 bytes",
-                           -1);
+      result_error(ctx, GPT2_ERROR, "gpt2_load: argument 2 (name) must be TEXT of 1 to 128 bytes");
       return;
     }
     name = (const char *)sqlite3_value_text(argv[1]);
+    char *clean = name ? clean_message(name) : NULL;
+    int valid = clean && strcmp(clean, name) == 0;
+    free(clean);
+    if (name && clean && !valid) {
+      result_error(ctx, GPT2_ERROR, "gpt2_load: argument 2 (name) must be valid UTF-8");
+      return;
+    }
+    if (!valid) name = NULL; /* OOM */
   }
   const char *dir = (const char *)sqlite3_value_text(argv[0]);
   if (!dir || !name) {
@@ -514,25 +561,27 @@ static void fn_info(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   char err[GPT2_ERRLEN];
   Gpt2Entry *e = gpt2_conn_entry(c, "gpt2_info", 0, err, sizeof err); /* may load $GPT2_MODEL */
   if (!e) {
-    sqlite3_result_error(ctx, err, -1);
+    result_error(ctx, err[0] ? GPT2_ERROR : GPT2_NOMEM, err);
     return;
   }
-  json_t *j = entry_summary(e);
-  json_t *k = json_object();
-  if (j && k) {
-    json_object_set_new(k, "forward_calls", json_integer(c->ctr.forward_calls));
-    json_object_set_new(k, "rows_computed", json_integer(c->ctr.rows_computed));
-    json_object_set_new(k, "tokens_generated", json_integer(c->ctr.tokens_generated));
-    json_object_set_new(k, "prefix_reused", json_integer(c->ctr.prefix_reused));
-    json_object_set_new(j, "counters", k);
-    json_t *st = json_object();
-    for (size_t i = 0; i < N_SETTINGS; i++)
-      json_object_set_new(st, SETTINGS[i].name, json_integer(*setting(c, i)));
-    json_object_set_new(j, "settings", st);
-  } else {
-    json_decref(k);
+  /* json_object_set_new consumes its value even when it fails (NULL object,
+  ** OOM), so one flag catches every failure: OOM gives SQLITE_NOMEM, never a
+  ** summary with keys missing. */
+  json_t *j = entry_summary(e), *k = json_object(), *st = json_object();
+  int bad = 0;
+  bad |= json_object_set_new(k, "forward_calls", json_integer(c->ctr.forward_calls));
+  bad |= json_object_set_new(k, "rows_computed", json_integer(c->ctr.rows_computed));
+  bad |= json_object_set_new(k, "tokens_generated", json_integer(c->ctr.tokens_generated));
+  bad |= json_object_set_new(k, "prefix_reused", json_integer(c->ctr.prefix_reused));
+  for (size_t i = 0; i < N_SETTINGS; i++)
+    bad |= json_object_set_new(st, SETTINGS[i].name, json_integer(*setting(c, i)));
+  bad |= json_object_set_new(j, "counters", k);
+  bad |= json_object_set_new(j, "settings", st);
+  bad |= json_object_set_new(j, "version", json_string(GPT2_VERSION));
+  if (bad) {
+    json_decref(j);
+    j = NULL;
   }
-  json_object_set_new(j, "version", json_string(GPT2_VERSION));
   result_json(ctx, j);
 }
 
@@ -545,7 +594,7 @@ static const char *text_arg(sqlite3_context *ctx, const char *fname, sqlite3_val
     char msg[128];
     gpt2_errorf(msg, sizeof msg, "%s: argument 1 (text) must be TEXT, got %s", fname,
              type_name(t));
-    sqlite3_result_error(ctx, msg, -1);
+    result_error(ctx, GPT2_ERROR, msg);
     return NULL;
   }
   const char *s = (const char *)sqlite3_value_text(v);
@@ -562,7 +611,7 @@ static void fn_tokenize_common(sqlite3_context *ctx, sqlite3_value **argv, int c
   if (!s) return;
   Gpt2Entry *e = gpt2_conn_entry(sqlite3_user_data(ctx), fname, 0, err, sizeof err);
   if (!e) {
-    sqlite3_result_error(ctx, err, -1);
+    result_error(ctx, err[0] ? GPT2_ERROR : GPT2_NOMEM, err);
     return;
   }
   IdVec ids = {0};
@@ -615,12 +664,12 @@ static void fn_detokenize(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   if (t != SQLITE_TEXT) {
     gpt2_errorf(err, sizeof err, "%s: argument 1 (ids) must be a JSON array of integers, got %s",
              fname, type_name(t));
-    sqlite3_result_error(ctx, err, -1);
+    result_error(ctx, GPT2_ERROR, err);
     return;
   }
   Gpt2Entry *e = gpt2_conn_entry(sqlite3_user_data(ctx), fname, 0, err, sizeof err);
   if (!e) {
-    sqlite3_result_error(ctx, err, -1);
+    result_error(ctx, err[0] ? GPT2_ERROR : GPT2_NOMEM, err);
     return;
   }
   const char *s = (const char *)sqlite3_value_text(argv[0]);
@@ -672,7 +721,7 @@ static void fn_logits(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   if (sqlite3_value_type(argv[0]) == SQLITE_NULL) return;
   Gpt2Entry *e = gpt2_conn_entry(c, fname, 1, err, sizeof err);
   if (!e) {
-    sqlite3_result_error(ctx, err, -1);
+    result_error(ctx, err[0] ? GPT2_ERROR : GPT2_NOMEM, err);
     return;
   }
   IdVec ids = {0};
@@ -707,10 +756,16 @@ static void fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   const char *fname = "gpt2_generate";
   Gpt2Conn *c = sqlite3_user_data(ctx);
   char err[GPT2_ERRLEN], msg[GPT2_ERRLEN];
+  if (argc < 1 || argc > 6) { /* registered with a variable number of arguments */
+    gpt2_errorf(err, sizeof err, "%s: takes 1 to 6 arguments (prompt [, max_tokens [, "
+                "temperature [, top_k [, top_p [, seed]]]]]), got %d", fname, argc);
+    result_error(ctx, GPT2_ERROR, err);
+    return;
+  }
   if (sqlite3_value_type(argv[0]) == SQLITE_NULL) return;
   Gpt2Entry *e = gpt2_conn_entry(c, fname, 1, err, sizeof err);
   if (!e) {
-    sqlite3_result_error(ctx, err, -1);
+    result_error(ctx, err[0] ? GPT2_ERROR : GPT2_NOMEM, err);
     return;
   }
   Gpt2GenParams p;
@@ -746,14 +801,26 @@ static void fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
 static void fn_set(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   (void)argc;
   Gpt2Conn *c = sqlite3_user_data(ctx);
-  const char *key = (const char *)sqlite3_value_text(argv[0]);
   char msg[256];
-  for (size_t i = 0; key && sqlite3_value_type(argv[0]) == SQLITE_TEXT && i < N_SETTINGS; i++) {
+  int t = sqlite3_value_type(argv[0]);
+  if (t == SQLITE_NULL) return; /* NULL first argument: NULL (README, "Conventions") */
+  if (t != SQLITE_TEXT) {
+    gpt2_errorf(msg, sizeof msg, "gpt2_set: argument 1 (name) must be TEXT, got %s",
+                type_name(t));
+    result_error(ctx, GPT2_ERROR, msg);
+    return;
+  }
+  const char *key = (const char *)sqlite3_value_text(argv[0]);
+  if (!key) {
+    sqlite3_result_error_nomem(ctx);
+    return;
+  }
+  for (size_t i = 0; i < N_SETTINGS; i++) {
     if (strcmp(key, SETTINGS[i].name) != 0) continue;
     int64_t v;
     if (arg_int("gpt2_set", 2, SETTINGS[i].name, argv[1], SETTINGS[i].lo, SETTINGS[i].hi, &v, msg,
                 sizeof msg)) {
-      sqlite3_result_error(ctx, msg, -1);
+      result_error(ctx, GPT2_ERROR, msg);
       return;
     }
     sqlite3_result_int64(ctx, *setting(c, i));
@@ -764,8 +831,8 @@ static void fn_set(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   gpt2_errorf(msg, sizeof msg,
               "gpt2_set: unknown setting '%.64s' (known: prefix_reuse, max_tokens_limit, "
               "kv_memory_limit)",
-              key ? key : "NULL");
-  sqlite3_result_error(ctx, msg, -1);
+              key);
+  result_error(ctx, GPT2_ERROR, msg);
 }
 
 /* Comma-separated names of the loaded models, for error messages. */
@@ -782,7 +849,7 @@ static const char *name_arg(sqlite3_context *ctx, const char *fname, sqlite3_val
     char msg[128];
     snprintf(msg, sizeof msg, "%s: argument 1 (name) must be TEXT, got %s", fname,
              type_name(sqlite3_value_type(v)));
-    sqlite3_result_error(ctx, msg, -1);
+    result_error(ctx, GPT2_ERROR, msg);
     return NULL;
   }
   const char *s = (const char *)sqlite3_value_text(v);
@@ -802,7 +869,7 @@ static void fn_use(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     char names[256], msg[512];
     loaded_names(c, names, sizeof names);
     gpt2_errorf(msg, sizeof msg, "gpt2_use: no model named '%.100s' (loaded: %s)", name, names);
-    sqlite3_result_error(ctx, msg, -1);
+    result_error(ctx, GPT2_ERROR, msg);
     return;
   }
   c->current = idx;
@@ -866,7 +933,14 @@ static const struct {
 __declspec(dllexport)
 #endif
 int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi) {
-  SQLITE_EXTENSION_INIT2(pApi);
+  /* sqlite3_api is one global for every connection: connections opened on
+  ** several threads at once would all store it, racing with each other and
+  ** with threads already calling through it (ThreadSanitizer, tests/drivers/
+  ** threads.c). Store it once, under a lock: every later init sees it set. */
+  static pthread_mutex_t api_mu = PTHREAD_MUTEX_INITIALIZER;
+  pthread_mutex_lock(&api_mu);
+  if (sqlite3_api != pApi) SQLITE_EXTENSION_INIT2(pApi);
+  pthread_mutex_unlock(&api_mu);
   Gpt2Conn *c = calloc(1, sizeof *c);
   if (!c) return SQLITE_NOMEM;
   c->current = -1;

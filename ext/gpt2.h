@@ -51,7 +51,8 @@ Gpt2Prefix *gpt2_conn_prefix(Gpt2Conn *c);
 
 /* Current entry; when none is loaded and $GPT2_MODEL names a directory, load
 ** it first. need_weights: a tokenizer-only entry is an error. On failure
-** returns NULL with a message for function fname in err. */
+** returns NULL with a message for function fname in err, or with err empty
+** when memory ran out (report SQLITE_NOMEM). */
 Gpt2Entry *gpt2_conn_entry(Gpt2Conn *c, const char *fname, int need_weights, char *err,
                            size_t errlen);
 

@@ -8,11 +8,20 @@
 ** (../shared/docs/gpt2-facts.md, "Checkpoint directory", "model.safetensors").
 ** A Gpt2Model is immutable after model_load: many sequences (and threads)
 ** may read it at once.
+**
+** Weight storage: every matrix used in a product is packed once, at load,
+** into the panel layout of kernels.h (KMat); vectors and wpe stay plain.
+** The LM head is (C, V) = wteᵀ packed; when it is tied (no lm_head.weight)
+** wte exists only in that form and the embedding lookup reads a column of
+** it, so the weights are held once (weight_bytes ≈ 4 · n_params). Loading
+** reads the file in row chunks of a few MB straight into the packed arena:
+** no tensor-sized temporary, peak memory ≈ the arena.
 */
 #ifndef GPT2_MODEL_H
 #define GPT2_MODEL_H
 
 #include "common.h"
+#include "kernels.h"
 #include "tokenizer.h"
 
 typedef struct Gpt2Config {
@@ -32,29 +41,51 @@ typedef struct Gpt2Config {
 
 typedef struct Gpt2Layer {
   const float *ln1_w, *ln1_b;      /* (C) */
-  const float *attn_w, *attn_b;    /* (C, 3C) Conv1D [in,out], (3C): [Q|K|V] */
-  const float *proj_w, *proj_b;    /* (C, C), (C) */
+  KMat attn;                       /* (C, 3C) packed Conv1D [in,out]: [Q|K|V] */
+  const float *attn_b;             /* (3C) */
+  KMat proj;                       /* (C, C) */
+  const float *proj_b;             /* (C) */
   const float *ln2_w, *ln2_b;      /* (C) */
-  const float *fc_w, *fc_b;        /* (C, F), (F) */
-  const float *fcproj_w, *fcproj_b;/* (F, C), (C) */
+  KMat fc;                         /* (C, F) */
+  const float *fc_b;               /* (F) */
+  KMat fcproj;                     /* (F, C) */
+  const float *fcproj_b;           /* (C) */
 } Gpt2Layer;
 
 typedef struct Gpt2Model {
   Gpt2Config cfg;
-  const float *wte;      /* (V, C) token embeddings */
+  KMat head;             /* (C, V) = lm_head.weightᵀ, or wteᵀ when tied, packed */
+  const float *wte;      /* (V, C) token embeddings when the head is untied;
+                            NULL when tied: token t is column t of head */
   const float *wpe;      /* (P, C) position embeddings */
   Gpt2Layer *layers;     /* (n_layer) */
   const float *lnf_w, *lnf_b; /* (C) final layer norm */
-  const float *lm_head;  /* (V, C): lm_head.weight, or wte when tied */
   Tokenizer *tok;        /* vocab.json + merges.txt of the same directory */
   char *path;            /* directory as given to model_load */
   char dtype[8];         /* stored dtype of the weights: "F32", "F16", "BF16",
                             or "mixed" when tensors differ */
+  char weights[8];       /* in-memory format of the matrices: "f32", "f16",
+                            "bf16" or "q8" (Gpt2LoadOptions) */
   int64_t n_params;      /* parameters (tied head counted once) */
-  size_t weight_bytes;   /* bytes of weights held in memory (float32 arena) */
+  size_t weight_bytes;   /* bytes of weights held in memory (the arena) */
   void *arena;           /* owns all weight memory */
   _Atomic int refs;      /* holders: model_load's caller, generations, caches */
 } Gpt2Model;
+
+/* How to hold the weights (NULL options: all defaults). */
+typedef struct Gpt2LoadOptions {
+  const char *weights; /* the matrices (every layer's products and the LM
+                          head; vectors and wpe stay f32):
+                          "f32" (default, also NULL/""): float32;
+                          "f16" / "bf16": 16 bits, converted to f32 in
+                            registers (exact); from F32 files rounded to
+                            nearest even (f16 saturates at ±65504), from
+                            files of that dtype kept exactly;
+                          "q8": int8 with an f32 scale per column and block
+                            of 64 rows (kernels.h), computed at load.
+                          Case-insensitive. Half / a quarter of the f32
+                          bytes, hence ~2x / ~3.5x faster decoding. */
+} Gpt2LoadOptions;
 
 /* Load <dir>/config.json, <dir>/model.safetensors and the tokenizer files.
 ** Every tensor's presence, dtype and shape is checked against the config; the
@@ -62,6 +93,9 @@ typedef struct Gpt2Model {
 ** returns GPT2_ERROR with a message naming the file and the problem (or
 ** GPT2_NOMEM); nothing stays allocated. */
 int model_load(const char *dir, Gpt2Model **out, char *err, size_t errlen);
+/* model_load with options; an unknown o->weights is an error naming it. */
+int model_load_opts(const char *dir, const Gpt2LoadOptions *o, Gpt2Model **out, char *err,
+                    size_t errlen);
 
 /* Reference counting: model_load returns a model holding one reference;
 ** anything that keeps a pointer beyond one call retains it. The last

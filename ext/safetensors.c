@@ -259,6 +259,7 @@ static int parse_header(StFile *f, const char *hdr, size_t n, char *err, size_t 
                        label);
   json_error_t je;
   json_t *root = json_loadb(hdr, n, JSON_REJECT_DUPLICATES, &je);
+  if (!root && !je.text[0]) return GPT2_NOMEM; /* no message: an allocation failed */
   if (!root)
     return gpt2_errorf(err, errlen, "%s: header is not valid JSON: %s (header byte %d)", label,
                        je.text, je.position);
@@ -295,7 +296,7 @@ int st_open(const char *path, const char *label, StFile *f, char *err, size_t er
   memset(f, 0, sizeof *f);
   f->fd = -1;
   f->label = label;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* a FIFO must not block */
   if (fd < 0) return gpt2_errorf(err, errlen, "cannot open %s: %s", path, strerror(errno));
   f->fd = fd;
   struct stat st;

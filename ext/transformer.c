@@ -14,20 +14,46 @@
 **     x += gelu_new(ln_2(x) · c_fc.W + b) · mlp.c_proj.W + b
 **   logits = ln_f(x[wanted]) · lm_headᵀ                      (n_wanted, V)
 **
-** Every matrix product is an OpenBLAS cblas_sgemm: Conv1D weights are
-** [in, out] row-major, so X·W needs no transpose; the head [V, C] is used
-** transposed. Attention runs per "run" of consecutive rows of one sequence:
-** a prompt is one run of n rows (Q·Kᵀ is a real matrix product), a batched
-** decode step is n runs of one row.
+** BATCH INVARIANCE (see transformer.h): every step is a per-row computation
+** whose floating-point operations do not depend on the other rows of the
+** call, on the thread count or on the CPU path:
+**   - products go through kernels.h (one FMA chain per output, over all of
+**     K, in order); threads split output panels, never k;
+**   - attention is computed row by row with the same kernels: scores over
+**     the transposed key cache (chain over d), softmax with the exact k_exp
+**     and the fixed-order k_sum16, then p·V (chain over the row's own T
+**     positions). Rows of a prompt share the score product only as extra
+**     rows of one call, which changes no chain;
+**   - layer norm, the residual adds and GELU are elementwise or per row.
+** So a position's logits are bitwise the same whether it was computed in a
+** 512-row prefill, as one decode row, or as one row of a batched step.
+**
+** Threads: a per-scratch pool (threadpool.h) runs each product over panels,
+** attention over (run, head) pairs and layer norm over rows; work is taken
+** from an atomic counter, which is safe because no result depends on who
+** computes it. OpenBLAS is no longer called here.
 */
 #include "transformer.h"
 
-#include <cblas.h>
 #include <math.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
-#define SEQ_MIN_CAP 16 /* positions of a sequence's first cache allocation */
+#include "threadpool.h"
+
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__) && !defined(__STRICT_ANSI__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+#define SEQ_MIN_CAP 16     /* positions of a sequence's first cache allocation */
+#define ATT_RB 32          /* prompt rows per score product in attention */
+#define DEFAULT_THREADS_MAX 8
 
 /* ---------------------------------------------------------------------------
 ** run state
@@ -40,21 +66,26 @@ typedef struct FBuf {
 } FBuf;
 
 struct Gpt2Scratch {
-  FBuf x;    /* (n, C) residual stream */
-  FBuf xn;   /* (n, C) layer-norm output; later ln_f of the wanted rows */
-  FBuf qkv;  /* (n, 3C) [Q|K|V] per row */
-  FBuf att;  /* (n, C) attention output, heads side by side */
-  FBuf h;    /* (n, F) MLP hidden activations */
-  FBuf y;    /* (n, C) block output before the residual add */
-  FBuf s;    /* (len, T) attention probabilities of one run and head */
-  int *pos;  /* (n) position of each row */
+  FBuf x;        /* (n, C) residual stream */
+  FBuf xn;       /* (n, C) layer-norm output; later ln_f of the wanted rows */
+  FBuf qkv;      /* (n, 3C) [Q|K|V] per row */
+  FBuf att;      /* (n, C) attention output, heads side by side */
+  FBuf h;        /* (n, F) MLP hidden activations */
+  FBuf tb;       /* (threads, tb_stride) per-thread attention buffers */
+  size_t tb_stride;
+  int *pos;      /* (n) position of each row */
+  int *run0;     /* (n+1) first row of each run of one sequence, then n */
   size_t pos_cap;
+  KPath path;    /* CPU path of the kernels (GPT2_KERNEL, read once) */
+  int threads;   /* threads to use (GPT2_THREADS, read once, or the CPUs) */
+  Pool *pool;    /* created on the first call that wants threads */
 };
 
 static int fbuf_reserve(FBuf *b, size_t n) {
   if (n <= b->cap) return GPT2_OK;
-  if (n > SIZE_MAX / sizeof(float)) return GPT2_NOMEM;
-  float *p = malloc(n * sizeof(float)); /* contents need not survive */
+  if (n > SIZE_MAX / sizeof(float) - 16) return GPT2_NOMEM;
+  size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+  float *p = aligned_alloc(64, bytes); /* contents need not survive */
   if (!p) return GPT2_NOMEM;
   free(b->p);
   b->p = p;
@@ -62,18 +93,57 @@ static int fbuf_reserve(FBuf *b, size_t n) {
   return GPT2_OK;
 }
 
-Gpt2Scratch *scratch_new(void) { return calloc(1, sizeof(Gpt2Scratch)); }
+/* CPUs this process may run on, at most DEFAULT_THREADS_MAX. */
+static int default_threads(void) {
+  int n = 0;
+  cpu_set_t cs;
+  if (sched_getaffinity(0, sizeof cs, &cs) == 0) n = CPU_COUNT(&cs);
+  if (n < 1) n = (int)sysconf(_SC_NPROCESSORS_ONLN);
+  if (n < 1) n = 1;
+  return n > DEFAULT_THREADS_MAX ? DEFAULT_THREADS_MAX : n;
+}
+
+Gpt2Scratch *scratch_new(void) {
+  Gpt2Scratch *s = calloc(1, sizeof(Gpt2Scratch));
+  if (!s) return NULL;
+  s->path = kpath_choose(getenv("GPT2_KERNEL"));
+  const char *e = getenv("GPT2_THREADS");
+  long t = e && *e ? strtol(e, NULL, 10) : 0;
+  s->threads = t >= 1 ? (t > POOL_MAX_THREADS ? POOL_MAX_THREADS : (int)t) : default_threads();
+  return s;
+}
+
+int scratch_set_threads(Gpt2Scratch *s, int n) {
+  if (n < 1) n = default_threads();
+  if (n > POOL_MAX_THREADS) n = POOL_MAX_THREADS;
+  if (s->pool && pool_threads(s->pool) != n) {
+    pool_free(s->pool);
+    s->pool = NULL;
+  }
+  s->threads = n;
+  return n;
+}
+
+int scratch_threads(const Gpt2Scratch *s) { return s->threads; }
+
+const char *scratch_set_kernel(Gpt2Scratch *s, const char *name) {
+  s->path = kpath_choose(name);
+  return kpath_name(s->path);
+}
+
+const char *scratch_kernel(const Gpt2Scratch *s) { return kpath_name(s->path); }
 
 void scratch_free(Gpt2Scratch *s) {
   if (!s) return;
+  pool_free(s->pool);
   free(s->x.p);
   free(s->xn.p);
   free(s->qkv.p);
   free(s->att.p);
   free(s->h.p);
-  free(s->y.p);
-  free(s->s.p);
+  free(s->tb.p);
   free(s->pos);
+  free(s->run0);
   free(s);
 }
 
@@ -97,6 +167,30 @@ void seq_truncate(Gpt2Seq *s, int n_pos) {
   if (n_pos < s->n_pos) s->n_pos = n_pos;
 }
 
+/* Copy the first n positions of a cache laid out with capacity scap into one
+** with capacity dcap: keys (L·C rows of cap), values (L blocks of cap·C). */
+static void cache_copy(float *dk, float *dv, int dcap, const float *sk, const float *sv, int scap,
+                       size_t L, size_t C, int n) {
+  for (size_t i = 0; i < L * C; i++)
+    memcpy(dk + i * dcap, sk + i * scap, (size_t)n * sizeof(float));
+  for (size_t l = 0; l < L; l++)
+    memcpy(dv + l * dcap * C, sv + l * scap * C, (size_t)n * C * sizeof(float));
+}
+
+/* Cache memory: large caches on transparent huge pages (where the kernel
+** offers them via madvise): the transposed key writes stride by cap floats,
+** and a 512-token prompt's fresh 4 KB pages cost ~10k page faults. */
+static void *cache_alloc(size_t bytes) {
+  const size_t huge = (size_t)2 << 20;
+  if (bytes < 2 * huge) return malloc(bytes);
+  size_t rounded = (bytes + huge - 1) / huge * huge;
+  void *p = aligned_alloc(huge, rounded);
+#ifdef MADV_HUGEPAGE
+  if (p) madvise(p, rounded, MADV_HUGEPAGE); /* a hint; failure is fine */
+#endif
+  return p;
+}
+
 /* Make room for `need` positions: capacity doubles from SEQ_MIN_CAP up to
 ** n_positions, so short sequences stay small. Keeps the first n_pos. */
 static int seq_reserve(Gpt2Seq *s, const Gpt2Model *m, int need) {
@@ -109,16 +203,13 @@ static int seq_reserve(Gpt2Seq *s, const Gpt2Model *m, int need) {
   size_t C = (size_t)c->n_embd, L = (size_t)c->n_layer;
   size_t n = mul(mul(L, (size_t)cap), C);
   if (n > SIZE_MAX / sizeof(float)) return GPT2_NOMEM;
-  float *k = malloc(n * sizeof(float)), *v = malloc(n * sizeof(float));
+  float *k = cache_alloc(n * sizeof(float)), *v = cache_alloc(n * sizeof(float));
   if (!k || !v) {
     free(k);
     free(v);
     return GPT2_NOMEM;
   }
-  for (size_t l = 0; l < L && s->n_pos > 0; l++) { /* (L, cap, C): re-lay each layer */
-    memcpy(k + l * cap * C, s->k + l * (size_t)s->cap * C, (size_t)s->n_pos * C * sizeof(float));
-    memcpy(v + l * cap * C, s->v + l * (size_t)s->cap * C, (size_t)s->n_pos * C * sizeof(float));
-  }
+  if (s->n_pos > 0) cache_copy(k, v, cap, s->k, s->v, s->cap, L, C, s->n_pos);
   free(s->k);
   free(s->v);
   s->k = k;
@@ -136,130 +227,244 @@ int seq_copy_prefix(Gpt2Seq *dst, const Gpt2Seq *src, const Gpt2Model *m, int n_
   dst->n_pos = 0; /* nothing of dst's old content survives */
   int rc = seq_reserve(dst, m, n_pos);
   if (rc) return rc;
-  size_t C = (size_t)m->cfg.n_embd;
-  for (size_t l = 0; l < (size_t)m->cfg.n_layer && n_pos > 0; l++) {
-    memcpy(dst->k + l * (size_t)dst->cap * C, src->k + l * (size_t)src->cap * C,
-           (size_t)n_pos * C * sizeof(float));
-    memcpy(dst->v + l * (size_t)dst->cap * C, src->v + l * (size_t)src->cap * C,
-           (size_t)n_pos * C * sizeof(float));
-  }
+  if (n_pos > 0)
+    cache_copy(dst->k, dst->v, dst->cap, src->k, src->v, src->cap, (size_t)m->cfg.n_layer,
+               (size_t)m->cfg.n_embd, n_pos);
   dst->n_pos = n_pos;
   return GPT2_OK;
 }
 
 /* ---------------------------------------------------------------------------
-** neural-net blocks
+** parallel steps (each a pool job; work items taken from an atomic counter)
 */
 
-/* out (n, O) = in (n, I) · W (I, O) + b (O): a Conv1D layer (gpt2-facts.md).
-** One row goes through sgemv: OpenBLAS's sgemm packs all of W on every call,
-** which made single-token decoding ~5x slower for M = 1 (measured: c_fc of
-** 124M, 2.5 ms sgemm vs 0.45 ms sgemv). */
-static void matmul(float *out, const float *in, const float *W, const float *b, int n, int di,
-                   int dout) {
-  for (int r = 0; r < n; r++) memcpy(out + (size_t)r * dout, b, (size_t)dout * sizeof(float));
-  if (n == 1)
-    cblas_sgemv(CblasRowMajor, CblasTrans, di, dout, 1.0f, W, dout, in, 1, 1.0f, out, 1);
-  else
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dout, di, 1.0f, in, di, W, dout,
-                1.0f, out, dout);
+static void run_job(Gpt2Scratch *sc, PoolFn fn, void *arg) {
+  if (sc->threads > 1 && !sc->pool) sc->pool = pool_new(sc->threads); /* NULL: run alone */
+  if (sc->pool) pool_run(sc->pool, fn, arg);
+  else fn(arg, 0, 1);
 }
 
-/* out (n, C) = LayerNorm(x) * w + b, biased variance (gpt2-facts.md). */
-static void layernorm(float *out, const float *x, const float *w, const float *b, int n, int C,
-                      float eps) {
-  for (int r = 0; r < n; r++) {
-    const float *xr = x + (size_t)r * C;
-    float *o = out + (size_t)r * C;
-    double mean = 0, var = 0;
-    for (int i = 0; i < C; i++) mean += xr[i];
-    mean /= C;
-    for (int i = 0; i < C; i++) var += (xr[i] - mean) * (xr[i] - mean);
-    var /= C;
-    float rstd = (float)(1.0 / sqrt(var + (double)eps));
-    float mu = (float)mean;
-    for (int i = 0; i < C; i++) o[i] = (xr[i] - mu) * rstd * w[i] + b[i];
+/* y = epi(x · W + b) with items = (panel chunk, row group). */
+typedef struct MatJob {
+  KPath path;
+  const KMat *W;
+  const float *b;       /* (N) or NULL */
+  const float *x;       /* (M, K) */
+  float *y;             /* (M, ldy) */
+  size_t ldy;
+  int M, epi;
+  int chunk;            /* panels per item */
+  int groups;           /* row groups per panel chunk */
+  int items;
+  atomic_int next;
+} MatJob;
+
+static void mat_item(void *arg, int t, int nt) {
+  (void)t;
+  (void)nt;
+  MatJob *j = arg;
+  for (int i; (i = atomic_fetch_add(&j->next, 1)) < j->items;) {
+    int p0 = i / j->groups * j->chunk, g = i % j->groups;
+    int p1 = p0 + j->chunk < j->W->np ? p0 + j->chunk : j->W->np;
+    int r0 = (int)((long long)j->M * g / j->groups), r1 = (int)((long long)j->M * (g + 1) / j->groups);
+    k_matmul(j->path, j->W, j->b, r1 - r0, j->x + (size_t)r0 * j->W->K, (size_t)j->W->K,
+             j->y + (size_t)r0 * j->ldy, j->ldy, (KEpi)j->epi, p0, p1);
   }
 }
 
-/* gelu_new, in place: 0.5·x·(1 + tanh(sqrt(2/π)·(x + 0.044715·x³))) (gpt2-facts.md). */
-static void gelu(float *x, size_t n) {
-  const float k = 0.7978845608028654f; /* sqrt(2/pi) */
-  for (size_t i = 0; i < n; i++) {
-    float v = x[i];
-    x[i] = 0.5f * v * (1.0f + tanhf(k * (v + 0.044715f * v * v * v)));
-  }
+/* y (M, N) [ldy] = epi(x (M, K) · W + b), x dense. */
+static void matmul(Gpt2Scratch *sc, const KMat *W, const float *b, int M, const float *x, float *y,
+                   size_t ldy, KEpi epi) {
+  MatJob j = {.path = sc->path, .W = W, .b = b, .x = x, .y = y, .ldy = ldy, .M = M, .epi = epi};
+  int nt = sc->threads;
+  /* ~16 items per thread balance uneven progress (the LM head: ~0.3 ms
+  ** each); split rows too when a prompt meets a matrix with few panels */
+  j.chunk = W->np / (16 * nt) > 0 ? W->np / (16 * nt) : 1;
+  int chunks = (W->np + j.chunk - 1) / j.chunk;
+  j.groups = chunks < 2 * nt && M >= 16 * nt ? nt : 1;
+  j.items = chunks * j.groups;
+  atomic_init(&j.next, 0);
+  if (j.items == 1 || nt == 1) mat_item(&j, 0, 1);
+  else run_job(sc, mat_item, &j);
 }
 
-/* Row-wise softmax of s (len, T) where row i sees its first vis0+i entries
-** and the rest are zeroed (the causal mask). Max-subtracted for stability. */
-static void softmax_causal(float *s, int len, int T, int vis0) {
-  for (int i = 0; i < len; i++) {
-    float *row = s + (size_t)i * T;
-    int vis = vis0 + i;
-    float mx = row[0];
-    for (int j = 1; j < vis; j++) mx = row[j] > mx ? row[j] : mx;
-    float sum = 0;
-    for (int j = 0; j < vis; j++) {
-      row[j] = expf(row[j] - mx);
-      sum += row[j];
+void scratch_matmul(Gpt2Scratch *sc, const KMat *W, const float *b, int M, const float *x,
+                    float *y, int epi) {
+  matmul(sc, W, b, M, x, y, (size_t)W->N, (KEpi)epi);
+}
+
+/* out (C) = LayerNorm(x) * w + b, biased variance (gpt2-facts.md). */
+static void layernorm_row(float *o, const float *xr, const float *w, const float *b, int C,
+                          float eps) {
+  double mean = 0, var = 0;
+  for (int i = 0; i < C; i++) mean += xr[i];
+  mean /= C;
+  for (int i = 0; i < C; i++) var += (xr[i] - mean) * (xr[i] - mean);
+  var /= C;
+  float rstd = (float)(1.0 / sqrt(var + (double)eps));
+  float mu = (float)mean;
+  for (int i = 0; i < C; i++) o[i] = (xr[i] - mu) * rstd * w[i] + b[i];
+}
+
+typedef struct LnJob {
+  float *out;
+  const float *x;
+  const float *w, *b;
+  int n, C;
+  float eps;
+} LnJob;
+
+static void ln_part(void *arg, int t, int nt) {
+  LnJob *j = arg;
+  for (int r = j->n * t / nt; r < j->n * (t + 1) / nt; r++)
+    layernorm_row(j->out + (size_t)r * j->C, j->x + (size_t)r * j->C, j->w, j->b, j->C, j->eps);
+}
+
+static void layernorm(Gpt2Scratch *sc, float *out, const float *x, const float *w, const float *b,
+                      int n, int C, float eps) {
+  LnJob j = {out, x, w, b, n, C, eps};
+  if (n >= 8 && sc->threads > 1) run_job(sc, ln_part, &j);
+  else ln_part(&j, 0, 1);
+}
+
+/* Attention for one run of rows (one sequence) and one head. */
+typedef struct AttJob {
+  const Gpt2Config *c;
+  Gpt2Scratch *sc;
+  Gpt2Seq *const *seqs;
+  int l, nruns, items;
+  float scale;
+  atomic_int next;
+} AttJob;
+
+/* Rows r0..r1-1 of sequence s (positions pos[r0]..), head h; tb: this
+** thread's buffer: (ATT_RB, D) scaled queries, (ATT_RB) 1/sums, (ATT_RB, T)
+** scores. Per chunk of rows, with T_i = pos_i + 1 keys visible to row i:
+**   S = (Q·scale) · Kt_h      (rb, T)  chain over d; Kt_h = (D, cap) of the cache
+**   E_i = exp(S_i - max S_i)  over the row's own T_i keys (causal)
+**   O_i = (E_i · V_h) / Σ E_i (1, D)   chain over t = 0..T_i-1
+** O's chains first run over the T_0 keys all rows of the chunk see (one
+** multi-row product), then each row continues its own chain from the
+** stored accumulators over its remaining keys: bitwise the chain of a lone
+** decode row (kernels.h, k_gemm), at matrix-product speed. */
+static void attend(const Gpt2Config *c, Gpt2Scratch *sc, const Gpt2Seq *s, int l, int h, int r0,
+                   int r1, float scale, float *tb) {
+  const int C = c->n_embd, D = C / c->n_head;
+  const KPath path = sc->path;
+  const float *Kt = s->k + ((size_t)l * C + (size_t)h * D) * s->cap; /* (D, cap) */
+  const float *Vh = s->v + (size_t)l * s->cap * C + (size_t)h * D;   /* (T, C) */
+  float *qs = tb, *inv = tb + (size_t)ATT_RB * D, *S = inv + ATT_RB;
+  for (int i0 = r0; i0 < r1; i0 += ATT_RB) {
+    int i1 = i0 + ATT_RB < r1 ? i0 + ATT_RB : r1, rb = i1 - i0;
+    int Tmax = sc->pos[i1 - 1] + 1, T0 = sc->pos[i0] + 1;
+    for (int i = 0; i < rb; i++) {
+      const float *q = sc->qkv.p + (size_t)(i0 + i) * 3 * C + (size_t)h * D;
+      for (int d = 0; d < D; d++) qs[(size_t)i * D + d] = q[d] * scale;
     }
-    float inv = 1.0f / sum;
-    for (int j = 0; j < vis; j++) row[j] *= inv;
-    for (int j = vis; j < T; j++) row[j] = 0;
-  }
-}
-
-/* Causal self-attention for rows r0..r0+len-1, all of sequence s, whose
-** first row sits at position p0; layer l's K and V for these rows are
-** already in the cache. out (len, C) at att + r0*C.
-**   S (len, T) = Q·Kᵀ · scale;  mask;  softmax;  out_h = S · V_h      */
-static void attention(const Gpt2Config *c, Gpt2Scratch *sc, const Gpt2Seq *s, int l, int r0,
-                      int len, int p0, float scale) {
-  int C = c->n_embd, D = C / c->n_head, T = p0 + len;
-  const float *K = s->k + (size_t)l * s->cap * C; /* (T, C) this layer's keys */
-  const float *V = s->v + (size_t)l * s->cap * C; /* (T, C) values */
-  const float *Q = sc->qkv.p + (size_t)r0 * 3 * C; /* (len, 3C), Q first */
-  float *S = sc->s.p;
-  for (int h = 0; h < c->n_head; h++) {
-    /* head h owns columns h*D..(h+1)*D-1 of Q, K and V (gpt2-facts.md) */
-    float *out = sc->att.p + (size_t)r0 * C + h * D;
-    if (len == 1) { /* decode: matrix-vector products (see matmul) */
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, T, D, scale, K + h * D, C, Q + h * D, 1, 0.0f, S,
-                  1);
-      softmax_causal(S, 1, T, T);
-      cblas_sgemv(CblasRowMajor, CblasTrans, T, D, 1.0f, V + h * D, C, S, 1, 0.0f, out, 1);
-      continue;
+    k_gemm(path, rb, D, Tmax, qs, (size_t)D, Kt, (size_t)s->cap, NULL, S, (size_t)Tmax, KEPI_STORE);
+    for (int i = 0; i < rb; i++) {
+      int T = sc->pos[i0 + i] + 1;
+      float *e = S + (size_t)i * Tmax;
+      k_exp_sub(path, e, T, k_max(path, e, T));
+      inv[i] = 1.0f / k_sum16(path, e, T);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, len, T, D, scale, Q + h * D, 3 * C,
-                K + h * D, C, 0.0f, S, T);
-    softmax_causal(S, len, T, p0 + 1);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, len, D, T, 1.0f, S, T, V + h * D, C,
-                0.0f, out, C);
+    float *O = sc->att.p + (size_t)i0 * C + (size_t)h * D; /* (rb, D), row stride C */
+    k_gemm(path, rb, T0, D, S, (size_t)Tmax, Vh, (size_t)C, NULL, O, (size_t)C, KEPI_STORE);
+    for (int i = 0; i < rb; i++) {
+      int T = sc->pos[i0 + i] + 1;
+      float *o = O + (size_t)i * C;
+      if (T > T0) /* continue row i's chains over keys T0..T-1 */
+        k_gemm(path, 1, T - T0, D, S + (size_t)i * Tmax + T0, (size_t)Tmax, Vh + (size_t)T0 * C,
+               (size_t)C, o, o, (size_t)C, KEPI_STORE);
+      for (int d = 0; d < D; d++) o[d] *= inv[i];
+    }
   }
 }
 
-static void residual_add(float *x, const float *y, size_t n) {
-  for (size_t i = 0; i < n; i++) x[i] += y[i];
+static void att_item(void *arg, int t, int nt) {
+  (void)nt;
+  AttJob *j = arg;
+  float *tb = j->sc->tb.p + (size_t)t * j->sc->tb_stride;
+  for (int i; (i = atomic_fetch_add(&j->next, 1)) < j->items;) {
+    int run = i / j->c->n_head, h = i % j->c->n_head;
+    int r0 = j->sc->run0[run], r1 = j->sc->run0[run + 1];
+    attend(j->c, j->sc, j->seqs[r0], j->l, h, r0, r1, j->scale, tb);
+  }
+}
+
+/* Per-row steps split in equal parts over the threads (prompts only). */
+typedef struct RowJob {
+  const Gpt2Model *m;
+  Gpt2Scratch *sc;
+  const int *tokens;
+  Gpt2Seq *const *seqs;
+  int n, nruns, l;
+} RowJob;
+
+static void split_rows(Gpt2Scratch *sc, PoolFn fn, RowJob *j, int n) {
+  if (n >= 8 && sc->threads > 1) run_job(sc, fn, j);
+  else fn(j, 0, 1);
+}
+
+/* x[r] = wte[token] + wpe[position] for this part's rows; a tied wte is read
+** from the head's panels (a strided gather: worth splitting for prompts). */
+static void embed_part(void *arg, int t, int nt) {
+  RowJob *j = arg;
+  const int C = j->m->cfg.n_embd;
+  for (int r = j->n * t / nt; r < j->n * (t + 1) / nt; r++) {
+    float *xr = j->sc->x.p + (size_t)r * C;
+    const float *pe = j->m->wpe + (size_t)j->sc->pos[r] * C;
+    if (j->m->wte) memcpy(xr, j->m->wte + (size_t)j->tokens[r] * C, (size_t)C * sizeof(float));
+    else kmat_col(&j->m->head, j->tokens[r], xr);
+    for (int i = 0; i < C; i++) xr[i] = xr[i] + pe[i];
+  }
+}
+
+/* Layer l's K and V of every row -> its sequence's cache: K transposed
+** (L, C, cap), this part's channels; V (L, cap, C), this part's rows. */
+static void cache_part(void *arg, int t, int nt) {
+  RowJob *j = arg;
+  const int C = j->m->cfg.n_embd, l = j->l;
+  const float *qkv = j->sc->qkv.p;
+  const int *run0 = j->sc->run0, *pos = j->sc->pos;
+  for (int u = 0; u < j->nruns; u++) {
+    int r0 = run0[u], r1 = run0[u + 1];
+    Gpt2Seq *s = j->seqs[r0];
+    float *kt = s->k + (size_t)l * C * s->cap + (size_t)pos[r0];
+    for (int i = C * t / nt; i < C * (t + 1) / nt; i++) /* a run's positions are contiguous */
+      for (int r = r0; r < r1; r++)
+        kt[(size_t)i * s->cap + (size_t)(r - r0)] = qkv[(size_t)r * 3 * C + C + i];
+  }
+  for (int r = j->n * t / nt; r < j->n * (t + 1) / nt; r++) {
+    Gpt2Seq *s = j->seqs[r];
+    memcpy(s->v + ((size_t)l * s->cap + (size_t)pos[r]) * C, qkv + (size_t)r * 3 * C + 2 * C,
+           (size_t)C * sizeof(float));
+  }
 }
 
 /* ---------------------------------------------------------------------------
 ** forward
 */
 
-/* Check rows, compute positions, reserve caches and scratch. Nothing is
-** changed that a failure would have to undo (caches only grow). */
+/* Check rows, compute positions and runs, reserve caches and scratch.
+** Nothing is changed that a failure would have to undo (caches only grow). */
 static int prepare(const Gpt2Model *m, Gpt2Scratch *sc, int n, const int *tokens,
-                   Gpt2Seq *const *seqs, size_t *s_need, char *err, size_t errlen) {
+                   Gpt2Seq *const *seqs, int *nruns, char *err, size_t errlen) {
   const Gpt2Config *c = &m->cfg;
   if (n > 0 && (size_t)n > sc->pos_cap) {
-    int *p = malloc((size_t)n * sizeof *p);
-    if (!p) return GPT2_NOMEM;
+    int *p = malloc((size_t)n * sizeof *p), *r = malloc(((size_t)n + 1) * sizeof *r);
+    if (!p || !r) {
+      free(p);
+      free(r);
+      return GPT2_NOMEM;
+    }
     free(sc->pos);
+    free(sc->run0);
     sc->pos = p;
+    sc->run0 = r;
     sc->pos_cap = (size_t)n;
   }
-  *s_need = 0;
+  int nr = 0, tmax = 0;
   for (int r = 0, r1; r < n; r = r1) {
     Gpt2Seq *s = seqs[r];
     if (!s) return gpt2_errorf(err, errlen, "row %d has no sequence", r);
@@ -277,14 +482,18 @@ static int prepare(const Gpt2Model *m, Gpt2Scratch *sc, int n, const int *tokens
         return gpt2_errorf(err, errlen, "rows %d and %d of one sequence are not consecutive", q, r);
     int rc = seq_reserve(s, m, sc->pos[r1 - 1] + 1);
     if (rc) return rc;
-    size_t need = mul((size_t)(r1 - r), (size_t)sc->pos[r1 - 1] + 1);
-    if (need > *s_need) *s_need = need;
+    sc->run0[nr++] = r;
+    if (sc->pos[r1 - 1] + 1 > tmax) tmax = sc->pos[r1 - 1] + 1;
   }
-  size_t C = (size_t)c->n_embd, N = (size_t)n;
+  sc->run0[nr] = n;
+  *nruns = nr;
+  size_t C = (size_t)c->n_embd, N = (size_t)n, D = C / (size_t)c->n_head;
+  size_t stride = ((size_t)ATT_RB * (D + 1 + (size_t)tmax) + 15) / 16 * 16; /* 64-byte multiples */
+  sc->tb_stride = stride;
   if (fbuf_reserve(&sc->x, mul(N, C)) || fbuf_reserve(&sc->xn, mul(N, C)) ||
       fbuf_reserve(&sc->qkv, mul(N, 3 * C)) || fbuf_reserve(&sc->att, mul(N, C)) ||
-      fbuf_reserve(&sc->h, mul(N, (size_t)c->n_inner)) || fbuf_reserve(&sc->y, mul(N, C)) ||
-      fbuf_reserve(&sc->s, *s_need))
+      fbuf_reserve(&sc->h, mul(N, (size_t)c->n_inner)) ||
+      fbuf_reserve(&sc->tb, mul(stride, (size_t)sc->threads)))
     return GPT2_NOMEM;
   return GPT2_OK;
 }
@@ -293,66 +502,51 @@ int gpt2_forward(const Gpt2Model *m, Gpt2Scratch *sc, int n, const int *tokens,
                  Gpt2Seq *const *seqs, const unsigned char *want, float *logits,
                  char *err, size_t errlen) {
   const Gpt2Config *c = &m->cfg;
-  const int C = c->n_embd, F = c->n_inner, V = c->vocab_size;
+  const int C = c->n_embd, H = c->n_head, D = C / H, V = c->vocab_size;
   if (n < 0) return gpt2_errorf(err, errlen, "negative row count %d", n);
   if (n == 0) return GPT2_OK;
-  size_t s_need;
-  int rc = prepare(m, sc, n, tokens, seqs, &s_need, err, errlen);
+  int nruns = 0;
+  int rc = prepare(m, sc, n, tokens, seqs, &nruns, err, errlen);
   if (rc) return rc;
   float *x = sc->x.p, *xn = sc->xn.p, *qkv = sc->qkv.p;
-  const size_t nC = (size_t)n * C;
 
   /* x = wte[token] + wpe[position] */
-  for (int r = 0; r < n; r++) {
-    const float *te = m->wte + (size_t)tokens[r] * C, *pe = m->wpe + (size_t)sc->pos[r] * C;
-    float *xr = x + (size_t)r * C;
-    for (int i = 0; i < C; i++) xr[i] = te[i] + pe[i];
-  }
+  RowJob ej = {.m = m, .sc = sc, .tokens = tokens, .seqs = seqs, .n = n, .nruns = nruns};
+  split_rows(sc, embed_part, &ej, n);
 
   for (int l = 0; l < c->n_layer; l++) {
     const Gpt2Layer *L = &m->layers[l];
 
     /* attention block: x += c_proj(attn(ln_1(x))) */
-    layernorm(xn, x, L->ln1_w, L->ln1_b, n, C, c->ln_eps);
-    matmul(qkv, xn, L->attn_w, L->attn_b, n, C, 3 * C); /* (n, 3C) */
-    for (int r = 0; r < n; r++) { /* K, V -> cache (L, cap, C) at the row's position */
-      Gpt2Seq *s = seqs[r];
-      size_t at = ((size_t)l * s->cap + (size_t)sc->pos[r]) * C;
-      memcpy(s->k + at, qkv + (size_t)r * 3 * C + C, (size_t)C * sizeof(float));
-      memcpy(s->v + at, qkv + (size_t)r * 3 * C + 2 * C, (size_t)C * sizeof(float));
-    }
+    layernorm(sc, xn, x, L->ln1_w, L->ln1_b, n, C, c->ln_eps);
+    matmul(sc, &L->attn, L->attn_b, n, xn, qkv, (size_t)3 * C, KEPI_STORE); /* (n, 3C) */
+    ej.l = l; /* K, V of every row -> its sequence's cache */
+    split_rows(sc, cache_part, &ej, n);
     /* scores / sqrt(D) when scale_attn_weights; also / (l+1) when
     ** scale_attn_by_inverse_layer_idx (gpt2-facts.md, "Checkpoint directory") */
     float scale = 1.0f;
-    if (c->scale_attn_weights) scale /= sqrtf((float)(C / c->n_head));
+    if (c->scale_attn_weights) scale /= sqrtf((float)D);
     if (c->scale_attn_by_inverse_layer_idx) scale /= (float)(l + 1);
-    for (int r = 0, r1; r < n; r = r1) {
-      for (r1 = r; r1 < n && seqs[r1] == seqs[r]; r1++) {}
-      attention(c, sc, seqs[r], l, r, r1 - r, sc->pos[r], scale);
-    }
-    matmul(sc->y.p, sc->att.p, L->proj_w, L->proj_b, n, C, C);
-    residual_add(x, sc->y.p, nC);
+    AttJob aj = {.c = c, .sc = sc, .seqs = seqs, .l = l, .nruns = nruns, .items = nruns * H,
+                 .scale = scale};
+    atomic_init(&aj.next, 0);
+    run_job(sc, att_item, &aj);
+    matmul(sc, &L->proj, L->proj_b, n, sc->att.p, x, (size_t)C, KEPI_ADD); /* x += */
 
     /* MLP block: x += c_proj(gelu(c_fc(ln_2(x)))) */
-    layernorm(xn, x, L->ln2_w, L->ln2_b, n, C, c->ln_eps);
-    matmul(sc->h.p, xn, L->fc_w, L->fc_b, n, C, F); /* (n, F) */
-    gelu(sc->h.p, (size_t)n * F);
-    matmul(sc->y.p, sc->h.p, L->fcproj_w, L->fcproj_b, n, F, C);
-    residual_add(x, sc->y.p, nC);
+    layernorm(sc, xn, x, L->ln2_w, L->ln2_b, n, C, c->ln_eps);
+    matmul(sc, &L->fc, L->fc_b, n, xn, sc->h.p, (size_t)c->n_inner, KEPI_GELU); /* (n, F) */
+    matmul(sc, &L->fcproj, L->fcproj_b, n, sc->h.p, x, (size_t)C, KEPI_ADD);
   }
 
   /* ln_f of the wanted rows, packed; logits = xf · lm_headᵀ (n_wanted, V) */
   int nw = 0;
   for (int r = 0; r < n; r++) {
     if (want ? !want[r] : r != n - 1) continue;
-    layernorm(xn + (size_t)nw * C, x + (size_t)r * C, m->lnf_w, m->lnf_b, 1, C, c->ln_eps);
+    layernorm_row(xn + (size_t)nw * C, x + (size_t)r * C, m->lnf_w, m->lnf_b, C, c->ln_eps);
     nw++;
   }
-  if (nw == 1 && logits)
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, V, C, 1.0f, m->lm_head, C, xn, 1, 0.0f, logits, 1);
-  else if (nw > 1 && logits)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nw, V, C, 1.0f, xn, C, m->lm_head, C,
-                0.0f, logits, V);
+  if (nw > 0 && logits) matmul(sc, &m->head, NULL, nw, xn, logits, (size_t)V, KEPI_STORE);
 
   /* commit: every sequence now holds its rows */
   for (int r = 0; r < n; r++) seqs[r]->n_pos = sc->pos[r] + 1;

@@ -6,6 +6,24 @@
 ** its own KV cache and position: a prompt is n rows of one sequence (matrix-
 ** matrix products), a batched decode step is one row of each of n sequences.
 ** Pre-LN GPT-2 exactly as ../shared/docs/gpt2-facts.md, "Forward pass".
+**
+** EXACTNESS CONTRACT: the logits of a row are a function of its sequence's
+** tokens only, bitwise: they do not depend on how rows were grouped into
+** calls (whole prompt, prefix reused from a cache + the rest, one decode row,
+** one row of a batched gpt2_complete step), on the thread count, or on the
+** CPU path (GPT2_KERNEL). Every product goes through kernels.h (one FMA
+** chain per output element over all of K, in order), and attention, layer
+** norm, GELU and softmax are per-row computations with fixed operation
+** order (transformer.c, "BATCH INVARIANCE"). Hence gpt2_complete equals
+** gpt2_generate and prefix reuse equals recomputation, token for token.
+** The values differ from a float64 reference by ~1e-6 relative, as before.
+**
+** Threads: each scratch owns a small pool (threadpool.h), created on the
+** first call that can use it and joined by scratch_free. Its size comes from
+** GPT2_THREADS (read by scratch_new; default: the CPUs this process may use,
+** at most 8) or scratch_set_threads. The kernel path comes from GPT2_KERNEL
+** = portable | avx2 | avx512 (read by scratch_new; default: the best this
+** CPU has) or scratch_set_kernel.
 */
 #ifndef GPT2_TRANSFORMER_H
 #define GPT2_TRANSFORMER_H
@@ -16,11 +34,13 @@
 typedef struct Gpt2Seq {
   int n_pos;    /* tokens already in the cache (= next position) */
   int cap;      /* positions allocated */
-  float *k;     /* (n_layer, cap, C) keys, heads side by side */
+  float *k;     /* (n_layer, C, cap) keys, transposed: channel-major, so
+                   a head's keys are a (D, cap) row-major matrix for q·Kᵀ */
   float *v;     /* (n_layer, cap, C) values */
 } Gpt2Seq;
 
-/* Activation buffers, grown as needed; one per thread of work. */
+/* Activation buffers, grown as needed, plus the thread pool and the CPU
+** path; one per connection (driven by one thread at a time). */
 typedef struct Gpt2Scratch Gpt2Scratch;
 
 Gpt2Seq *seq_new(const Gpt2Model *m);         /* NULL on OOM; cache grows lazily */
@@ -31,8 +51,21 @@ void seq_truncate(Gpt2Seq *s, int n_pos);     /* forget positions >= n_pos */
 ** GPT2_NOMEM leaves dst empty (n_pos 0). */
 int seq_copy_prefix(Gpt2Seq *dst, const Gpt2Seq *src, const Gpt2Model *m, int n_pos);
 
-Gpt2Scratch *scratch_new(void);
-void scratch_free(Gpt2Scratch *s);
+Gpt2Scratch *scratch_new(void);                /* NULL on OOM */
+void scratch_free(Gpt2Scratch *s);             /* joins the pool's threads */
+/* Threads for later calls (n < 1: the default); returns the count set. */
+int scratch_set_threads(Gpt2Scratch *s, int n);
+int scratch_threads(const Gpt2Scratch *s);
+/* Kernel path by name ("portable", "avx2", "avx512"; other: the best);
+** a path the CPU lacks falls back to the best below it. Returns the name
+** of the path now in use. */
+const char *scratch_set_kernel(Gpt2Scratch *s, const char *name);
+const char *scratch_kernel(const Gpt2Scratch *s);
+/* y (M, N) = epi(x (M, K) · W + b) (b may be NULL, epi a KEpi) on this
+** scratch's threads and path: the product the forward pass uses, exposed
+** for the kernel tests and benchmarks. */
+void scratch_matmul(Gpt2Scratch *sc, const KMat *W, const float *b, int M, const float *x,
+                    float *y, int epi);
 
 /* Run n rows. Row r feeds tokens[r] to seqs[r] at position seqs[r]->n_pos
 ** (rows of the same sequence must be consecutive and in order); afterwards
@@ -42,10 +75,7 @@ void scratch_free(Gpt2Scratch *s);
 ** Fails (GPT2_ERROR) when a position would reach n_positions, a token id is
 ** out of range or a sequence's rows are not consecutive; GPT2_NOMEM when
 ** memory runs out. A failed call leaves every n_pos unchanged.
-** Rounding: a lone row goes through BLAS matrix-vector products, several
-** rows through matrix-matrix products, so the same position's logits can
-** differ in the last bits (~1e-6 relative) depending on how rows were
-** grouped (e.g. full prefill vs. reused prefix + one row). */
+** Logits obey the exactness contract above whatever the grouping. */
 int gpt2_forward(const Gpt2Model *m, Gpt2Scratch *sc, int n, const int *tokens,
                  Gpt2Seq *const *seqs, const unsigned char *want, float *logits,
                  char *err, size_t errlen);

@@ -211,8 +211,13 @@ static int fill(CompleteCursor *c, char *err, size_t errlen) {
     idvec_free(&ids);
     if (rc) {
       jobFree(j);
-      if (rc == GPT2_ERROR) gpt2_errorf(err, errlen, "gpt2_complete: query row %lld: %s",
-                                        (long long)k + 1, msg);
+      /* gpt2_parse_prompt words it for an argument ("gpt2_complete: argument
+      ** 2 (prompt) ..."); here the prompt is the query row's second column. */
+      const char *pre = "gpt2_complete: argument 2 ";
+      int col = strncmp(msg, pre, strlen(pre)) == 0;
+      if (rc == GPT2_ERROR) gpt2_errorf(err, errlen, "gpt2_complete: query row %lld: %s%s",
+                                        (long long)k + 1, col ? "column 2 " : "",
+                                        col ? msg + strlen(pre) : msg);
       if (rc == GPT2_INTERRUPTED) gpt2_errorf(err, errlen, "gpt2_complete: %s", msg);
       return rc;
     }
@@ -320,7 +325,7 @@ static int completeFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxS
   if (sqlite3_value_type(args[0]) != SQLITE_TEXT)
     return gpt2_vtab_error(cur->pVtab, GPT2_ERROR, "gpt2_complete: argument 1 (query) must be TEXT, an SQL query");
   Gpt2Entry *e = gpt2_conn_entry(conn, "gpt2_complete", 1, err, sizeof err);
-  if (!e) return gpt2_vtab_error(cur->pVtab, GPT2_ERROR, err);
+  if (!e) return gpt2_vtab_error(cur->pVtab, err[0] ? GPT2_ERROR : GPT2_NOMEM, err);
   int rc = gpt2_parse_gen_params(conn, e->model, "gpt2_complete", 5, args + 1, &c->params, err,
                                  sizeof err);
   c->params.stop = gpt2_interrupted;
@@ -330,8 +335,13 @@ static int completeFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxS
   int batch = DEFAULT_BATCH;
   if (args[6] && sqlite3_value_type(args[6]) != SQLITE_NULL) {
     sqlite3_value *b = args[6];
-    if (sqlite3_value_type(b) != SQLITE_INTEGER || sqlite3_value_int64(b) < 1 ||
-        sqlite3_value_int64(b) > MAX_BATCH) {
+    if (sqlite3_value_type(b) != SQLITE_INTEGER) {
+      static const char *const types[] = {"", "INTEGER", "REAL", "TEXT", "BLOB", "NULL"};
+      gpt2_errorf(err, sizeof err, "gpt2_complete: argument 7 (batch_size) must be an INTEGER, "
+                  "got %s", types[sqlite3_value_type(b)]);
+      return gpt2_vtab_error(cur->pVtab, GPT2_ERROR, err);
+    }
+    if (sqlite3_value_int64(b) < 1 || sqlite3_value_int64(b) > MAX_BATCH) {
       gpt2_errorf(err, sizeof err,
                   "gpt2_complete: argument 7 (batch_size) = %s is out of range [1, %d]",
                   sqlite3_value_text(b) ? (const char *)sqlite3_value_text(b) : "?", MAX_BATCH);

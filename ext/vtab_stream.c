@@ -173,7 +173,7 @@ static int streamFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr
   gpt2_args_unpack(idxNum, argc, argv, N_ARGS, args);
   if (!args[0] || sqlite3_value_type(args[0]) == SQLITE_NULL) return SQLITE_OK; /* no rows */
   Gpt2Entry *e = gpt2_conn_entry(conn, "gpt2_stream", 1, err, sizeof err);
-  if (!e) return gpt2_vtab_error(cur->pVtab, GPT2_ERROR, err);
+  if (!e) return gpt2_vtab_error(cur->pVtab, err[0] ? GPT2_ERROR : GPT2_NOMEM, err);
   Gpt2GenParams p;
   IdVec ids = {0};
   int rc = gpt2_parse_gen_params(conn, e->model, "gpt2_stream", N_ARGS - 1, args + 1, &p, err,

@@ -163,7 +163,6 @@ def test_logits_blob_matches_reference(mdb, tiny):
     want = reference.logits(w, cfg, ids)[-1]
     assert max(abs(a - b) for a, b in zip(got, want)) < 1e-4
     # A text prompt is tokenized first.
-    mdb.execute("SELECT gpt2_set('prefix_reuse', 0)")
     assert one(mdb, "SELECT gpt2_logits('Hello world') = gpt2_logits(json('[15496, 995]'))") == 1
 
 

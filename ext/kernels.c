@@ -1,0 +1,898 @@
+/*
+** kernels.c — packed-panel matrix products and exact elementwise helpers,
+** one implementation per CPU path (see kernels.h for the contract).
+**
+** Layout of a product: for each panel (KNB = 64 output columns, a (K, 64)
+** stream), rows are taken MR at a time (AVX-512: 6 rows x 4 zmm = 24
+** accumulators; AVX2: 4 rows x 2 ymm per 16-column group; portable: one
+** row); for each k, the panel row is loaded once and FMA'd into every row's
+** accumulators with x[r][k] broadcast. The chain of every element runs over
+** all of K inside a register, so blocking never changes a result.
+**
+** Paths are compiled with per-function target attributes, so the .so runs
+** on any x86-64 (and the portable path builds anywhere); the choice is made
+** at run time with __builtin_cpu_supports.
+*/
+#include "kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+/* No contraction of a*b+c into an FMA behind our back: the paths must
+** perform exactly the operations written (gcc in ISO C mode already
+** defaults to off; clang defaults to on). */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__) && !defined(__STRICT_ANSI__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+#define K_X86 1
+#include <cpuid.h>
+#include <immintrin.h>
+#define T_AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
+#define T_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define INLINE static inline __attribute__((always_inline))
+#else
+#define K_X86 0
+#endif
+
+/* ---------------------------------------------------------------------------
+** constants shared by every path (the scalar code is the definition)
+*/
+
+#define EXP_HI 88.0f            /* clamp: 2^127·p stays finite */
+#define EXP_LO (-88.0f)         /* below: 2^-127 scale -> 0 or tiny */
+#define LOG2E 1.44269502f
+#define LN2_HI 0.693145751953125f  /* ln 2 split; n·LN2_HI is exact */
+#define LN2_LO 1.42860677e-6f
+#define RMAGIC 12582912.0f      /* 1.5·2^23: t + RMAGIC rounds t to an integer */
+#define RMAGIC_BITS 0x4B400000u /* bits of RMAGIC; low bits then hold n */
+/* Cephes expf polynomial on |r| <= ln2/2 */
+#define EP0 1.9875691500e-4f
+#define EP1 1.3981999507e-3f
+#define EP2 8.3334519073e-3f
+#define EP3 4.1665795894e-2f
+#define EP4 1.6666665459e-1f
+#define EP5 5.0000001201e-1f
+#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+/* Decode streams each panel once from DRAM; the hardware prefetcher alone
+** keeps too few lines in flight for 16- and 8-bit panels (one or two lines
+** per k). Measured 1 thread, 124M: q8 22.7 -> 15.5 ms/token, f16 32 -> 26;
+** 4 to 16 KB ahead perform alike. */
+#define K_PREFETCH 4096
+#define GELU_C 0.044715f
+
+/* ---------------------------------------------------------------------------
+** portable path (scalar; the definition of every operation sequence)
+*/
+
+float k_exp(float x) {
+  x = x < EXP_HI ? x : EXP_HI; /* = minps(x, HI), NaN -> HI */
+  x = x > EXP_LO ? x : EXP_LO; /* = maxps(x, LO) */
+  float kf = x * LOG2E + RMAGIC; /* two roundings: mul, then add (no contraction) */
+  float n = kf - RMAGIC;
+  float r = fmaf(n, -LN2_HI, x);
+  r = fmaf(n, -LN2_LO, r);
+  float p = EP0;
+  p = fmaf(p, r, EP1);
+  p = fmaf(p, r, EP2);
+  p = fmaf(p, r, EP3);
+  p = fmaf(p, r, EP4);
+  p = fmaf(p, r, EP5);
+  float y = fmaf(p, r * r, r) + 1.0f;
+  uint32_t kb;
+  memcpy(&kb, &kf, 4);
+  uint32_t sb = (kb - RMAGIC_BITS + 127u) << 23; /* 2^n, n in [-127, 127] */
+  float s;
+  memcpy(&s, &sb, 4);
+  return y * s;
+}
+
+/* gelu_new (gpt2-facts.md): 0.5·x·(1 + tanh(u)) = x / (1 + e^(-2u)), exact
+** identity; this form needs only exp and has no cancellation near 0. */
+float k_gelu(float x) {
+  float x3 = x * x * x;
+  float u = GELU_K * (x + GELU_C * x3);
+  float e = k_exp(u * -2.0f);
+  return x / (1.0f + e);
+}
+
+static float epi1(float acc, float old, int epi) {
+  return epi == KEPI_ADD ? old + acc : epi == KEPI_GELU ? k_gelu(acc) : acc;
+}
+
+float k_f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1f, man = h & 0x3ffu, u;
+  if (e == 0 && man == 0) u = sign;
+  else if (e == 0) { /* subnormal: man·2^-24, renormalised */
+    e = 113;
+    while (!(man & 0x400u)) {
+      man <<= 1;
+      e--;
+    }
+    u = sign | (e << 23) | ((man & 0x3ffu) << 13);
+  } else if (e == 31) u = sign | 0x7f800000u | (man << 13);
+  else u = sign | ((e + 112) << 23) | (man << 13);
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+uint16_t k_f32_to_f16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+  uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu)); /* NaN */
+  if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7bffu); /* would round to inf: ±65504 */
+  if (a < 0x38800000u) { /* below 2^-14: a subnormal half, m·2^-24 */
+    float v;
+    memcpy(&v, &a, 4);
+    return (uint16_t)(sign | (uint16_t)rintf(v * 16777216.0f)); /* exact scaling, RNE */
+  }
+  uint32_t r = a + 0xfffu + ((a >> 13) & 1u); /* round to nearest even at bit 13 */
+  return (uint16_t)(sign | ((r - (112u << 23)) >> 13));
+}
+
+uint16_t k_f32_to_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); /* quiet NaN */
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static float bf16_to_f32(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+/* w[0..n) = elements i.. of W as f32 (exact for every type; Q8: q). */
+static void row_f32(int type, const void *W, size_t i, int n, float *w) {
+  for (int j = 0; j < n; j++)
+    w[j] = type == KT_F16    ? k_f16_to_f32(((const uint16_t *)W)[i + j])
+           : type == KT_BF16 ? bf16_to_f32(((const uint16_t *)W)[i + j])
+           : type == KT_Q8   ? (float)((const int8_t *)W)[i + j]
+                             : ((const float *)W)[i + j];
+}
+
+/* y (M, N <= KNB) = epi(b + x·W), one row at a time; S: Q8 scales (nkb, KNB). */
+static void blk_portable(int M, int K, int N, int type, const float *x, size_t ldx, const void *W,
+                         size_t ldw, const float *S, const float *b, float *y, size_t ldy,
+                         int epi) {
+  for (int r = 0; r < M; r++) {
+    float acc[KNB], part[KNB], w[KNB];
+    const float *xr = x + (size_t)r * ldx;
+    for (int j = 0; j < N; j++) acc[j] = b ? b[j] : 0.0f;
+    if (type == KT_Q8) {
+      for (int k0 = 0, kb = 0; k0 < K; k0 += KQB, kb++) {
+        int k1 = k0 + KQB < K ? k0 + KQB : K;
+        for (int j = 0; j < N; j++) part[j] = 0.0f;
+        for (int k = k0; k < k1; k++) {
+          row_f32(type, W, (size_t)k * ldw, N, w);
+          for (int j = 0; j < N; j++) part[j] = fmaf(xr[k], w[j], part[j]);
+        }
+        for (int j = 0; j < N; j++) acc[j] = fmaf(part[j], S[(size_t)kb * KNB + j], acc[j]);
+      }
+    } else {
+      for (int k = 0; k < K; k++) {
+        row_f32(type, W, (size_t)k * ldw, N, w);
+        for (int j = 0; j < N; j++) acc[j] = fmaf(xr[k], w[j], acc[j]);
+      }
+    }
+    float *yr = y + (size_t)r * ldy;
+    for (int j = 0; j < N; j++) yr[j] = epi1(acc[j], epi == KEPI_ADD ? yr[j] : 0.0f, epi);
+  }
+}
+
+static float sum16_portable(const float *x, int n) {
+  float l[16] = {0};
+  int i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; j++) l[j] += x[i + j];
+  if (i < n)
+    for (int j = 0; j < 16; j++) l[j] += i + j < n ? x[i + j] : 0.0f;
+  for (int j = 0; j < 8; j++) l[j] += l[j + 8];
+  for (int j = 0; j < 4; j++) l[j] += l[j + 4];
+  for (int j = 0; j < 2; j++) l[j] += l[j + 2];
+  return l[0] + l[1];
+}
+
+/* ---------------------------------------------------------------------------
+** AVX-512 path
+*/
+#if K_X86
+
+T_AVX512 INLINE __m512 exp512(__m512 x) {
+  x = _mm512_min_ps(x, _mm512_set1_ps(EXP_HI));
+  x = _mm512_max_ps(x, _mm512_set1_ps(EXP_LO));
+  __m512 kf = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(LOG2E)), _mm512_set1_ps(RMAGIC));
+  __m512 n = _mm512_sub_ps(kf, _mm512_set1_ps(RMAGIC));
+  __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_HI), x);
+  r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_LO), r);
+  __m512 p = _mm512_set1_ps(EP0);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EP1));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EP2));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EP3));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EP4));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EP5));
+  __m512 y = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+  __m512i sb = _mm512_sub_epi32(_mm512_castps_si512(kf), _mm512_set1_epi32((int)RMAGIC_BITS));
+  sb = _mm512_slli_epi32(_mm512_add_epi32(sb, _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(y, _mm512_castsi512_ps(sb));
+}
+
+T_AVX512 INLINE __m512 gelu512(__m512 x) {
+  __m512 x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
+  __m512 u = _mm512_mul_ps(_mm512_set1_ps(GELU_K),
+                           _mm512_add_ps(x, _mm512_mul_ps(_mm512_set1_ps(GELU_C), x3)));
+  __m512 e = exp512(_mm512_mul_ps(u, _mm512_set1_ps(-2.0f)));
+  return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+/* 16 weights at element i of W, as f32 (exact conversions). */
+T_AVX512 INLINE __m512 ld512(const int type, const void *W, size_t i) {
+  if (type == KT_F16)
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)W + i)));
+  if (type == KT_BF16)
+    return _mm512_castsi512_ps(_mm512_slli_epi32(
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)W + i))), 16));
+  if (type == KT_Q8)
+    return _mm512_cvtepi32_ps(
+        _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)((const int8_t *)W + i))));
+  return _mm512_loadu_ps((const float *)W + i);
+}
+
+/* MR rows x 64 columns; mk: lanes of each zmm inside N; wfull: W rows are
+** readable over all 64 columns (packed panels are zero-padded; always so
+** for 16- and 8-bit types). S: Q8 block scales (nkb, KNB). pf: prefetch
+** the panel (packed, first row block: the panel still comes from DRAM). */
+T_AVX512 INLINE void mk512(const int MR, const int type, int K, const float *x, size_t ldx,
+                           const void *W, size_t ldw, const float *S, const __m512 *b,
+                           const __mmask16 *mk, const int wfull, const int pf, float *y,
+                           size_t ldy, int epi) {
+  __m512 acc[6][4];
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) acc[r][j] = b[j];
+  if (type == KT_Q8) {
+    for (int k0 = 0, kb = 0; k0 < K; k0 += KQB, kb++) {
+      int k1 = k0 + KQB < K ? k0 + KQB : K;
+      __m512 part[6][4];
+#pragma GCC unroll 6
+      for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) part[r][j] = _mm512_setzero_ps();
+      for (int k = k0; k < k1; k++) {
+        if (pf) _mm_prefetch((const char *)W + (size_t)k * ldw + K_PREFETCH, _MM_HINT_T0);
+        __m512 w0 = ld512(type, W, (size_t)k * ldw), w1 = ld512(type, W, (size_t)k * ldw + 16);
+        __m512 w2 = ld512(type, W, (size_t)k * ldw + 32), w3 = ld512(type, W, (size_t)k * ldw + 48);
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; r++) {
+          __m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + k]);
+          part[r][0] = _mm512_fmadd_ps(xb, w0, part[r][0]);
+          part[r][1] = _mm512_fmadd_ps(xb, w1, part[r][1]);
+          part[r][2] = _mm512_fmadd_ps(xb, w2, part[r][2]);
+          part[r][3] = _mm512_fmadd_ps(xb, w3, part[r][3]);
+        }
+      }
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; j++) {
+        __m512 s = _mm512_loadu_ps(S + (size_t)kb * KNB + 16 * j);
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; r++) acc[r][j] = _mm512_fmadd_ps(part[r][j], s, acc[r][j]);
+      }
+    }
+  } else {
+    for (int k = 0; k < K; k++) {
+      const size_t i = (size_t)k * ldw;
+      __m512 w0, w1, w2, w3;
+      if (pf) { /* the panel row's 2 (16-bit) or 4 (f32) lines, K_PREFETCH ahead */
+        const char *pp = (const char *)W + i * (type == KT_F32 ? 4 : 2) + K_PREFETCH;
+        _mm_prefetch(pp, _MM_HINT_T0);
+        _mm_prefetch(pp + 64, _MM_HINT_T0);
+        if (type == KT_F32) {
+          _mm_prefetch(pp + 128, _MM_HINT_T0);
+          _mm_prefetch(pp + 192, _MM_HINT_T0);
+        }
+      }
+      if (wfull) {
+        w0 = ld512(type, W, i);
+        w1 = ld512(type, W, i + 16);
+        w2 = ld512(type, W, i + 32);
+        w3 = ld512(type, W, i + 48);
+      } else { /* f32 only */
+        const float *wk = (const float *)W + i;
+        w0 = _mm512_maskz_loadu_ps(mk[0], wk);
+        w1 = _mm512_maskz_loadu_ps(mk[1], wk + 16);
+        w2 = _mm512_maskz_loadu_ps(mk[2], wk + 32);
+        w3 = _mm512_maskz_loadu_ps(mk[3], wk + 48);
+      }
+#pragma GCC unroll 6
+      for (int r = 0; r < MR; r++) {
+        __m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + k]);
+        acc[r][0] = _mm512_fmadd_ps(xb, w0, acc[r][0]);
+        acc[r][1] = _mm512_fmadd_ps(xb, w1, acc[r][1]);
+        acc[r][2] = _mm512_fmadd_ps(xb, w2, acc[r][2]);
+        acc[r][3] = _mm512_fmadd_ps(xb, w3, acc[r][3]);
+      }
+    }
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; r++) {
+    float *yr = y + (size_t)r * ldy;
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+      if (!mk[j]) continue;
+      __m512 v = acc[r][j];
+      if (epi == KEPI_ADD) v = _mm512_add_ps(_mm512_maskz_loadu_ps(mk[j], yr + 16 * j), v);
+      else if (epi == KEPI_GELU) v = gelu512(v);
+      _mm512_mask_storeu_ps(yr + 16 * j, mk[j], v);
+    }
+  }
+}
+
+/* Every instance the block loop calls, as separate (non-inlined)
+** functions: register allocation then sees only the loop (inlined into
+** the block function, the row offsets spilled and were reloaded every k).
+** Indexed [type][MR - 1][prefetch]; f32 with masked loads for ragged
+** attention blocks separately. */
+typedef void (*Mk512Fn)(int K, const float *x, size_t ldx, const void *W, size_t ldw,
+                        const float *S, const __m512 *b, const __mmask16 *mk, float *y,
+                        size_t ldy, int epi);
+#define MK512_FN(T, MR, WF, PF)                                                                  \
+  T_AVX512 __attribute__((noinline)) static void mk512_##T##_##MR##_##WF##_##PF(                 \
+      int K, const float *x, size_t ldx, const void *W, size_t ldw, const float *S,             \
+      const __m512 *b, const __mmask16 *mk, float *y, size_t ldy, int epi) {                    \
+    mk512(MR, T, K, x, ldx, W, ldw, S, b, mk, WF, PF, y, ldy, epi);                             \
+  }
+#define MK512_TYPE(T)                                                                            \
+  MK512_FN(T, 1, 1, 0) MK512_FN(T, 2, 1, 0) MK512_FN(T, 3, 1, 0) MK512_FN(T, 4, 1, 0)            \
+  MK512_FN(T, 5, 1, 0) MK512_FN(T, 6, 1, 0) MK512_FN(T, 1, 1, 1) MK512_FN(T, 2, 1, 1)            \
+  MK512_FN(T, 3, 1, 1) MK512_FN(T, 4, 1, 1) MK512_FN(T, 5, 1, 1) MK512_FN(T, 6, 1, 1)
+MK512_TYPE(KT_F32)
+MK512_TYPE(KT_F16)
+MK512_TYPE(KT_BF16)
+MK512_TYPE(KT_Q8)
+MK512_FN(KT_F32, 1, 0, 0)
+MK512_FN(KT_F32, 4, 0, 0)
+#define MK512_ROW(T)                                                                             \
+  {{mk512_##T##_1_1_0, mk512_##T##_1_1_1}, {mk512_##T##_2_1_0, mk512_##T##_2_1_1},               \
+   {mk512_##T##_3_1_0, mk512_##T##_3_1_1}, {mk512_##T##_4_1_0, mk512_##T##_4_1_1},               \
+   {mk512_##T##_5_1_0, mk512_##T##_5_1_1}, {mk512_##T##_6_1_0, mk512_##T##_6_1_1}}
+static const Mk512Fn MK512[4][6][2] = {MK512_ROW(KT_F32), MK512_ROW(KT_F16), MK512_ROW(KT_BF16),
+                                       MK512_ROW(KT_Q8)};
+
+T_AVX512 static void blk_avx512(int M, int K, int N, int type, const float *x, size_t ldx,
+                                const void *W, size_t ldw, int wpad, const float *S,
+                                const float *b, float *y, size_t ldy, int epi) {
+  __mmask16 mk[4];
+  __m512 bv[4];
+  for (int j = 0; j < 4; j++) {
+    int c = N - 16 * j;
+    mk[j] = c >= 16 ? (__mmask16)0xFFFF : c <= 0 ? (__mmask16)0 : (__mmask16)((1u << c) - 1);
+    bv[j] = b ? _mm512_maskz_loadu_ps(mk[j], b + 16 * j) : _mm512_setzero_ps();
+  }
+  int r = 0;
+  if (!wpad && N < KNB) { /* ragged f32 W (attention): masked loads */
+    for (; r + 4 <= M; r += 4)
+      mk512_KT_F32_4_0_0(K, x + r * ldx, ldx, W, ldw, S, bv, mk, y + r * ldy, ldy, epi);
+    for (; r < M; r++)
+      mk512_KT_F32_1_0_0(K, x + r * ldx, ldx, W, ldw, S, bv, mk, y + r * ldy, ldy, epi);
+    return;
+  }
+  /* packed panels: the first row block prefetches (the panel comes from
+  ** DRAM once); attention's full-width blocks are cache-resident */
+  const Mk512Fn(*fn)[2] = MK512[wpad ? type : KT_F32];
+  for (; r < M; r += 6) {
+    int mr = M - r < 6 ? M - r : 6;
+    fn[mr - 1][wpad && r == 0](K, x + r * ldx, ldx, W, ldw, S, bv, mk, y + r * ldy, ldy, epi);
+  }
+}
+
+T_AVX512 static float sum16_avx512(const float *x, int n) {
+  __m512 acc = _mm512_setzero_ps();
+  int i = 0;
+  for (; i + 16 <= n; i += 16) acc = _mm512_add_ps(acc, _mm512_loadu_ps(x + i));
+  if (i < n) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps((__mmask16)((1u << (n - i)) - 1), x + i));
+  __m256 lo = _mm512_castps512_ps256(acc);
+  __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1));
+  __m256 s8 = _mm256_add_ps(lo, hi);
+  __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+  __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+  __m128 s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
+  return _mm_cvtss_f32(s1);
+}
+
+T_AVX512 static float max_avx512(const float *x, int n) {
+  __m512 m = _mm512_set1_ps(x[0]);
+  int i = 0;
+  for (; i + 16 <= n; i += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(x + i));
+  if (i < n) { /* lanes past n keep m */
+    __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+    m = _mm512_mask_max_ps(m, k, m, _mm512_maskz_loadu_ps(k, x + i));
+  }
+  return _mm512_reduce_max_ps(m);
+}
+
+T_AVX512 static void exp_sub_avx512(float *x, int n, float sub) {
+  __m512 s = _mm512_set1_ps(sub);
+  int i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(x + i, exp512(_mm512_sub_ps(_mm512_loadu_ps(x + i), s)));
+  if (i < n) {
+    __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(x + i, m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), s)));
+  }
+}
+
+T_AVX512 static void gelu_avx512(float *x, size_t n) {
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, gelu512(_mm512_loadu_ps(x + i)));
+  if (i < n) {
+    __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(x + i, m, gelu512(_mm512_maskz_loadu_ps(m, x + i)));
+  }
+}
+
+/* ---------------------------------------------------------------------------
+** AVX2 path (16 ymm registers: 4 rows x 16 columns per inner block)
+*/
+
+T_AVX2 INLINE __m256 exp256(__m256 x) {
+  x = _mm256_min_ps(x, _mm256_set1_ps(EXP_HI));
+  x = _mm256_max_ps(x, _mm256_set1_ps(EXP_LO));
+  __m256 kf = _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(LOG2E)), _mm256_set1_ps(RMAGIC));
+  __m256 n = _mm256_sub_ps(kf, _mm256_set1_ps(RMAGIC));
+  __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-LN2_HI), x);
+  r = _mm256_fmadd_ps(n, _mm256_set1_ps(-LN2_LO), r);
+  __m256 p = _mm256_set1_ps(EP0);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EP1));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EP2));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EP3));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EP4));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EP5));
+  __m256 y = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+  __m256i sb = _mm256_sub_epi32(_mm256_castps_si256(kf), _mm256_set1_epi32((int)RMAGIC_BITS));
+  sb = _mm256_slli_epi32(_mm256_add_epi32(sb, _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(sb));
+}
+
+T_AVX2 INLINE __m256 gelu256(__m256 x) {
+  __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+  __m256 u = _mm256_mul_ps(_mm256_set1_ps(GELU_K),
+                           _mm256_add_ps(x, _mm256_mul_ps(_mm256_set1_ps(GELU_C), x3)));
+  __m256 e = exp256(_mm256_mul_ps(u, _mm256_set1_ps(-2.0f)));
+  return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+/* Lane mask for columns c0..c0+7 below N. */
+T_AVX2 INLINE __m256i mask256(int left) {
+  static const int32_t ramp[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(left), _mm256_loadu_si256((const __m256i *)ramp));
+}
+
+/* 8 weights at element i of W, as f32 (exact conversions). */
+T_AVX2 INLINE __m256 ld256(const int type, const void *W, size_t i) {
+  if (type == KT_F16)
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)W + i)));
+  if (type == KT_BF16)
+    return _mm256_castsi256_ps(_mm256_slli_epi32(
+        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)W + i))), 16));
+  if (type == KT_Q8)
+    return _mm256_cvtepi32_ps(
+        _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((const int8_t *)W + i))));
+  return _mm256_loadu_ps((const float *)W + i);
+}
+
+/* MR rows x 16 columns (two ymm); m0/m1: lanes of each ymm inside N. */
+T_AVX2 INLINE void mk256(const int MR, const int type, int K, const float *x, size_t ldx,
+                         const void *W, size_t ldw, const float *S, __m256 b0, __m256 b1,
+                         __m256i m0, __m256i m1, const int wfull, int pf, float *y, size_t ldy,
+                         int epi, int live1) {
+  const size_t es = type == KT_F32 ? 4 : type == KT_Q8 ? 1 : 2; /* element bytes */
+  __m256 a0[4], a1[4];
+#pragma GCC unroll 4
+  for (int r = 0; r < MR; r++) {
+    a0[r] = b0;
+    a1[r] = b1;
+  }
+  if (type == KT_Q8) {
+    for (int k0 = 0, kb = 0; k0 < K; k0 += KQB, kb++) {
+      int k1 = k0 + KQB < K ? k0 + KQB : K;
+      __m256 p0[4], p1[4];
+#pragma GCC unroll 4
+      for (int r = 0; r < MR; r++) p0[r] = p1[r] = _mm256_setzero_ps();
+      for (int k = k0; k < k1; k++) {
+        if (pf) _mm_prefetch((const char *)W + (size_t)k * ldw + K_PREFETCH, _MM_HINT_T0);
+        __m256 w0 = ld256(type, W, (size_t)k * ldw), w1 = ld256(type, W, (size_t)k * ldw + 8);
+#pragma GCC unroll 4
+        for (int r = 0; r < MR; r++) {
+          __m256 xb = _mm256_broadcast_ss(x + (size_t)r * ldx + k);
+          p0[r] = _mm256_fmadd_ps(xb, w0, p0[r]);
+          p1[r] = _mm256_fmadd_ps(xb, w1, p1[r]);
+        }
+      }
+      __m256 s0 = _mm256_loadu_ps(S + (size_t)kb * KNB), s1 = _mm256_loadu_ps(S + (size_t)kb * KNB + 8);
+#pragma GCC unroll 4
+      for (int r = 0; r < MR; r++) {
+        a0[r] = _mm256_fmadd_ps(p0[r], s0, a0[r]);
+        a1[r] = _mm256_fmadd_ps(p1[r], s1, a1[r]);
+      }
+    }
+  } else {
+    for (int k = 0; k < K; k++) {
+      const size_t i = (size_t)k * ldw;
+      if (pf) /* the whole 64-column panel row: later column groups find it in L2 */
+        for (size_t b = 0; b < KNB * es; b += 64)
+          _mm_prefetch((const char *)W + i * es + K_PREFETCH + b, _MM_HINT_T0);
+      __m256 w0 = wfull ? ld256(type, W, i) : _mm256_maskload_ps((const float *)W + i, m0);
+      __m256 w1 = wfull ? ld256(type, W, i + 8) : _mm256_maskload_ps((const float *)W + i + 8, m1);
+#pragma GCC unroll 4
+      for (int r = 0; r < MR; r++) {
+        __m256 xb = _mm256_broadcast_ss(x + (size_t)r * ldx + k);
+        a0[r] = _mm256_fmadd_ps(xb, w0, a0[r]);
+        a1[r] = _mm256_fmadd_ps(xb, w1, a1[r]);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < MR; r++) {
+    float *yr = y + (size_t)r * ldy;
+    __m256 v0 = a0[r], v1 = a1[r];
+    if (epi == KEPI_ADD) {
+      v0 = _mm256_add_ps(_mm256_maskload_ps(yr, m0), v0);
+      if (live1) v1 = _mm256_add_ps(_mm256_maskload_ps(yr + 8, m1), v1);
+    } else if (epi == KEPI_GELU) {
+      v0 = gelu256(v0);
+      if (live1) v1 = gelu256(v1);
+    }
+    _mm256_maskstore_ps(yr, m0, v0);
+    if (live1) _mm256_maskstore_ps(yr + 8, m1, v1);
+  }
+}
+
+#define PF256 (wpad && c == 0 && r == 0) /* first pass over a packed panel */
+#define ROWS256(T, WF)                                                                       \
+  do {                                                                                       \
+    for (; r + 4 <= M; r += 4)                                                               \
+      mk256(4, T, K, x + r * ldx, ldx, Wc, ldw, Sc, b0, b1, m0, m1, WF, PF256, yc + r * ldy, ldy, epi, live1); \
+    switch (M - r) {                                                                         \
+      case 3: mk256(3, T, K, x + r * ldx, ldx, Wc, ldw, Sc, b0, b1, m0, m1, WF, PF256, yc + r * ldy, ldy, epi, live1); break; \
+      case 2: mk256(2, T, K, x + r * ldx, ldx, Wc, ldw, Sc, b0, b1, m0, m1, WF, PF256, yc + r * ldy, ldy, epi, live1); break; \
+      case 1: mk256(1, T, K, x + r * ldx, ldx, Wc, ldw, Sc, b0, b1, m0, m1, WF, PF256, yc + r * ldy, ldy, epi, live1); break; \
+      default: break;                                                                        \
+    }                                                                                        \
+  } while (0)
+
+T_AVX2 static void blk_avx2(int M, int K, int N, int type, const float *x, size_t ldx,
+                            const void *W, size_t ldw, int wpad, const float *S, const float *b,
+                            float *y, size_t ldy, int epi) {
+  const size_t es = type == KT_F32 ? 4 : type == KT_Q8 ? 1 : 2; /* element bytes */
+  for (int c = 0; c < N; c += 16) { /* 16-column groups of the <= 64-column block */
+    __m256i m0 = mask256(N - c), m1 = mask256(N - c - 8);
+    int live1 = N - c > 8;
+    __m256 b0 = b ? _mm256_maskload_ps(b + c, m0) : _mm256_setzero_ps();
+    __m256 b1 = b && live1 ? _mm256_maskload_ps(b + c + 8, m1) : _mm256_setzero_ps();
+    const void *Wc = (const char *)W + (size_t)c * es;
+    const float *Sc = S ? S + c : NULL;
+    float *yc = y + c;
+    int r = 0;
+    if (wpad || N - c >= 16) {
+      switch (type) {
+        case KT_F16: ROWS256(KT_F16, 1); break;
+        case KT_BF16: ROWS256(KT_BF16, 1); break;
+        case KT_Q8: ROWS256(KT_Q8, 1); break;
+        default: ROWS256(KT_F32, 1); break;
+      }
+    } else { /* ragged f32 */
+      for (; r < M; r++)
+        mk256(1, KT_F32, K, x + r * ldx, ldx, Wc, ldw, Sc, b0, b1, m0, m1, 0, 0, yc + r * ldy, ldy,
+              epi, live1);
+    }
+  }
+}
+
+T_AVX2 static float sum16_avx2(const float *x, int n) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(); /* lanes 0-7, 8-15 */
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    a0 = _mm256_add_ps(a0, _mm256_loadu_ps(x + i));
+    a1 = _mm256_add_ps(a1, _mm256_loadu_ps(x + i + 8));
+  }
+  if (i < n) {
+    a0 = _mm256_add_ps(a0, _mm256_maskload_ps(x + i, mask256(n - i)));
+    a1 = _mm256_add_ps(a1, _mm256_maskload_ps(x + i + 8, mask256(n - i - 8)));
+  }
+  __m256 s8 = _mm256_add_ps(a0, a1);
+  __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+  __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+  __m128 s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
+  return _mm_cvtss_f32(s1);
+}
+
+T_AVX2 static float max_avx2(const float *x, int n) {
+  __m256 m = _mm256_set1_ps(x[0]);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+  float t[8];
+  _mm256_storeu_ps(t, m);
+  float r = t[0];
+  for (int j = 1; j < 8; j++) r = t[j] > r ? t[j] : r;
+  for (; i < n; i++) r = x[i] > r ? x[i] : r;
+  return r;
+}
+
+T_AVX2 static void exp_sub_avx2(float *x, int n, float sub) {
+  __m256 s = _mm256_set1_ps(sub);
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(x + i, exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), s)));
+  if (i < n) {
+    __m256i m = mask256(n - i);
+    _mm256_maskstore_ps(x + i, m, exp256(_mm256_sub_ps(_mm256_maskload_ps(x + i, m), s)));
+  }
+}
+
+T_AVX2 static void gelu_avx2(float *x, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, gelu256(_mm256_loadu_ps(x + i)));
+  if (i < n) {
+    __m256i m = mask256((int)(n - i));
+    _mm256_maskstore_ps(x + i, m, gelu256(_mm256_maskload_ps(x + i, m)));
+  }
+}
+
+#endif /* K_X86 */
+
+/* ---------------------------------------------------------------------------
+** dispatch
+*/
+
+/* F16C (AVX2 path's half conversions): cpuid, as clang 14's
+** __builtin_cpu_supports does not know "f16c". */
+static int has_f16c(void) {
+#if K_X86
+  unsigned a, b, c, d;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+#else
+  return 0;
+#endif
+}
+
+int kpath_available(KPath p) {
+  switch (p) {
+    case KPATH_PORTABLE: return 1;
+#if K_X86
+    case KPATH_AVX2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
+    case KPATH_AVX512:
+      return __builtin_cpu_supports("avx512f") && kpath_available(KPATH_AVX2);
+#endif
+    default: return 0;
+  }
+}
+
+KPath kpath_choose(const char *force) {
+  KPath p = KPATH_AVX512;
+  if (force && strcmp(force, "portable") == 0) p = KPATH_PORTABLE;
+  else if (force && strcmp(force, "avx2") == 0) p = KPATH_AVX2;
+  while (p > KPATH_PORTABLE && !kpath_available(p)) p = (KPath)(p - 1);
+  return p;
+}
+
+const char *kpath_name(KPath p) {
+  return p == KPATH_AVX512 ? "avx512" : p == KPATH_AVX2 ? "avx2" : "portable";
+}
+
+/* One block of N <= KNB columns. wpad: W rows readable over KNB columns. */
+static void blk(KPath path, int M, int K, int N, int type, const float *x, size_t ldx,
+                const void *W, size_t ldw, int wpad, const float *S, const float *b, float *y,
+                size_t ldy, int epi) {
+#if K_X86
+  if (path == KPATH_AVX512) {
+    blk_avx512(M, K, N, type, x, ldx, W, ldw, wpad, S, b, y, ldy, epi);
+    return;
+  }
+  if (path == KPATH_AVX2) {
+    blk_avx2(M, K, N, type, x, ldx, W, ldw, wpad, S, b, y, ldy, epi);
+    return;
+  }
+#endif
+  (void)wpad;
+  blk_portable(M, K, N, type, x, ldx, W, ldw, S, b, y, ldy, epi);
+}
+
+static size_t type_size(int type) { return type == KT_F32 ? 4 : type == KT_Q8 ? 1 : 2; }
+static size_t round64(size_t n) { return (n + 63) / 64 * 64; }
+static int n_kblocks(int K) { return (K + KQB - 1) / KQB; }
+
+void k_matmul(KPath path, const KMat *W, const float *bias, int M, const float *x, size_t ldx,
+              float *y, size_t ldy, KEpi epi, int p0, int p1) {
+  const size_t ps = (size_t)W->K * KNB * type_size(W->type); /* bytes per panel */
+  const size_t ss = (size_t)n_kblocks(W->K) * KNB;          /* Q8 scales per panel */
+  for (int p = p0; p < p1; p++) {
+    int n0 = p * KNB, nb = W->N - n0 < KNB ? W->N - n0 : KNB;
+    blk(path, M, W->K, nb, W->type, x, ldx, (const char *)W->w + (size_t)p * ps, KNB, 1,
+        W->scale ? W->scale + (size_t)p * ss : NULL, bias ? bias + n0 : NULL, y + n0, ldy,
+        (int)epi);
+  }
+}
+
+void k_gemm(KPath path, int M, int K, int N, const float *x, size_t ldx, const float *W,
+            size_t ldw, const float *bias, float *y, size_t ldy, KEpi epi) {
+  for (int n0 = 0; n0 < N; n0 += KNB) {
+    int nb = N - n0 < KNB ? N - n0 : KNB;
+    blk(path, M, K, nb, KT_F32, x, ldx, W + n0, ldw, 0, NULL, bias ? bias + n0 : NULL, y + n0,
+        ldy, (int)epi);
+  }
+}
+
+float k_max(KPath path, const float *x, int n) {
+#if K_X86
+  if (path == KPATH_AVX512) return max_avx512(x, n);
+  if (path == KPATH_AVX2) return max_avx2(x, n);
+#endif
+  (void)path;
+  float m = x[0];
+  for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+void k_exp_sub(KPath path, float *x, int n, float sub) {
+#if K_X86
+  if (path == KPATH_AVX512) {
+    exp_sub_avx512(x, n, sub);
+    return;
+  }
+  if (path == KPATH_AVX2) {
+    exp_sub_avx2(x, n, sub);
+    return;
+  }
+#endif
+  (void)path;
+  for (int i = 0; i < n; i++) x[i] = k_exp(x[i] - sub);
+}
+
+void k_gelu_n(KPath path, float *x, size_t n) {
+#if K_X86
+  if (path == KPATH_AVX512) {
+    gelu_avx512(x, n);
+    return;
+  }
+  if (path == KPATH_AVX2) {
+    gelu_avx2(x, n);
+    return;
+  }
+#endif
+  (void)path;
+  for (size_t i = 0; i < n; i++) x[i] = k_gelu(x[i]);
+}
+
+float k_sum16(KPath path, const float *x, int n) {
+#if K_X86
+  if (path == KPATH_AVX512) return sum16_avx512(x, n);
+  if (path == KPATH_AVX2) return sum16_avx2(x, n);
+#endif
+  (void)path;
+  return sum16_portable(x, n);
+}
+
+/* ---------------------------------------------------------------------------
+** packing
+*/
+
+size_t kmat_bytes(int type, int K, int N) {
+  size_t np = ((size_t)N + KNB - 1) / KNB;
+  size_t b = round64(np * (size_t)K * KNB * type_size(type));
+  if (type == KT_Q8) b += round64(np * (size_t)n_kblocks(K) * KNB * sizeof(float));
+  return b;
+}
+
+void kmat_init(KMat *m, int type, int K, int N, void *mem) {
+  m->K = K;
+  m->N = N;
+  m->np = (N + KNB - 1) / KNB;
+  m->type = type;
+  m->w = mem;
+  m->scale = type == KT_Q8
+                 ? (const float *)((char *)mem + round64((size_t)m->np * K * KNB))
+                 : NULL;
+}
+
+/* Store v (f32) as element i of m's panels (not Q8). */
+static void put(KMat *m, size_t i, float v) {
+  if (m->type == KT_F16) ((uint16_t *)m->w)[i] = k_f32_to_f16(v);
+  else if (m->type == KT_BF16) ((uint16_t *)m->w)[i] = k_f32_to_bf16(v);
+  else ((float *)m->w)[i] = v;
+}
+
+/* Q8: quantize column j of panel p over rows k0..k1-1 (one scale block,
+** k0 a multiple of KQB) from src[t * ld] (t = 0..k1-k0-1); NULL src: zeros. */
+static void quant_block(KMat *m, int p, int j, int k0, int k1, const float *src, size_t ld) {
+  int8_t *q = (int8_t *)m->w + (size_t)p * m->K * KNB + j;
+  float amax = 0.0f;
+  for (int k = k0; src && k < k1; k++) {
+    float a = fabsf(src[(size_t)(k - k0) * ld]);
+    amax = a > amax ? a : amax;
+  }
+  float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+  for (int k = k0; k < k1; k++) {
+    float v = src ? rintf(src[(size_t)(k - k0) * ld] * inv) : 0.0f;
+    q[(size_t)k * KNB] = (int8_t)(v > 127.0f ? 127 : v < -127.0f ? -127 : (int)v);
+  }
+  float *s = (float *)m->scale;
+  s[((size_t)p * n_kblocks(m->K) + (size_t)(k0 / KQB)) * KNB + j] = amax / 127.0f;
+}
+
+void kmat_pack_rows(KMat *m, const float *src, size_t lds, int k0, int k1) {
+  const size_t ps = (size_t)m->K * KNB;
+  if (m->type == KT_Q8) {
+    for (int b0 = k0; b0 < k1; b0 += KQB) {
+      int b1 = b0 + KQB < k1 ? b0 + KQB : k1;
+      for (int p = 0; p < m->np; p++)
+        for (int j = 0; j < KNB; j++) {
+          int n = p * KNB + j;
+          quant_block(m, p, j, b0, b1, n < m->N ? src + (size_t)(b0 - k0) * lds + n : NULL, lds);
+        }
+    }
+    return;
+  }
+  for (int k = k0; k < k1; k++) {
+    const float *s = src + (size_t)(k - k0) * lds;
+    for (int p = 0; p < m->np; p++) {
+      size_t d = (size_t)p * ps + (size_t)k * KNB;
+      int n0 = p * KNB, nb = m->N - n0 < KNB ? m->N - n0 : KNB;
+      if (m->type == KT_F32) {
+        memcpy((float *)m->w + d, s + n0, (size_t)nb * sizeof(float));
+        if (nb < KNB) memset((float *)m->w + d + nb, 0, (size_t)(KNB - nb) * sizeof(float));
+      } else {
+        for (int j = 0; j < KNB; j++) put(m, d + (size_t)j, j < nb ? s[n0 + j] : 0.0f);
+      }
+    }
+  }
+}
+
+void kmat_pack_cols(KMat *m, const float *src, size_t lds, int n0, int n1) {
+  const size_t ps = (size_t)m->K * KNB;
+  const int K = m->K;
+  for (int p = n0 / KNB; p * KNB < n1; p++) {
+    int c0 = p * KNB, nb = n1 - c0 < KNB ? n1 - c0 : KNB;
+    int pad = nb < KNB && c0 + nb >= m->N; /* the matrix's last panel */
+    if (m->type == KT_Q8) {
+      for (int j = 0; j < (pad ? KNB : nb); j++)
+        for (int b0 = 0; b0 < K; b0 += KQB)
+          quant_block(m, p, j, b0, b0 + KQB < K ? b0 + KQB : K,
+                      j < nb ? src + (size_t)(c0 + j - n0) * lds + b0 : NULL, 1);
+      continue;
+    }
+    /* transpose (nb, K) rows of src into (K, KNB): blocks of 16 k keep the
+    ** written lines in L1 */
+    for (int kb = 0; kb < K; kb += 16) {
+      int ke = kb + 16 < K ? kb + 16 : K;
+      for (int j = 0; j < nb; j++) {
+        const float *s = src + (size_t)(c0 + j - n0) * lds;
+        if (m->type == KT_F32)
+          for (int k = kb; k < ke; k++) ((float *)m->w)[(size_t)p * ps + (size_t)k * KNB + j] = s[k];
+        else
+          for (int k = kb; k < ke; k++) put(m, (size_t)p * ps + (size_t)k * KNB + j, s[k]);
+      }
+    }
+    if (pad)
+      for (int k = 0; k < K; k++)
+        for (int j = nb; j < KNB; j++) put(m, (size_t)p * ps + (size_t)k * KNB + j, 0.0f);
+  }
+}
+
+void kmat_col(const KMat *m, int n, float *out) {
+  const size_t i0 = (size_t)(n / KNB) * m->K * KNB + (size_t)(n % KNB);
+  for (int k = 0; k < m->K; k++) row_f32(m->type, m->w, i0 + (size_t)k * KNB, 1, out + k);
+  if (m->type == KT_Q8) {
+    const float *s = m->scale + (size_t)(n / KNB) * n_kblocks(m->K) * KNB + (size_t)(n % KNB);
+    for (int k = 0; k < m->K; k++) out[k] = out[k] * s[(size_t)(k / KQB) * KNB];
+  }
+}
