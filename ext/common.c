@@ -116,6 +116,34 @@ int gpt2_read_file(const char *path, char **out, size_t *len, size_t max_len,
   return GPT2_OK;
 }
 
+int gpt2_json_keys_intact(const char *s, size_t n,
+                          int (*has)(void *arg, const char *key, size_t n), void *arg) {
+  int depth = 0;
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    if (c == '{' || c == '[') {
+      depth++;
+    } else if (c == '}' || c == ']') {
+      depth--;
+    } else if (c == '"') {
+      size_t start = i + 1, j = start;
+      int escaped = 0;
+      while (j < n && s[j] != '"') {
+        if (s[j] == '\\') escaped = 1, j++;
+        j++;
+      }
+      if (j >= n) return 1;
+      if (depth == 1 && !escaped) { /* a key when a ':' follows */
+        size_t k = j + 1;
+        while (k < n && (s[k] == ' ' || s[k] == '\t' || s[k] == '\n' || s[k] == '\r')) k++;
+        if (k < n && s[k] == ':' && !has(arg, s + start, j - start)) return 0;
+      }
+      i = j;
+    }
+  }
+  return 1;
+}
+
 char *gpt2_path_join(const char *dir, const char *name) {
   size_t a = strlen(dir), b = strlen(name);
   char *p = malloc(a + b + 2);

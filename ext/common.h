@@ -51,4 +51,12 @@ int gpt2_read_file(const char *path, char **out, size_t *len, size_t max_len,
 /* Join dir and name into a newly allocated path (NULL on OOM). */
 char *gpt2_path_join(const char *dir, const char *name);
 
+/* For a JSON text that parsed: 1 when has(arg, key, n) is true for every
+** key of its top-level object spelt without escapes, else 0. Jansson 2.14
+** drops characters of a long token when growing its lexer buffer fails, so
+** under memory pressure a key can come out misspelt, the parse still
+** "succeeding" (tests/oom): callers treat 0 as out of memory. */
+int gpt2_json_keys_intact(const char *text, size_t n,
+                          int (*has)(void *arg, const char *key, size_t n), void *arg);
+
 #endif

@@ -27,6 +27,10 @@ static const char *type_name(const json_t *v) {
 
 #define REQUIRED (-(1LL << 40)) /* get_int default meaning "no default" */
 
+static int has_key(void *root, const char *key, size_t n) {
+  return json_object_getn(root, key, n) != NULL;
+}
+
 /* Integer key in [lo, hi]. Absent or null: *out = dflt (an error when dflt
 ** is REQUIRED). */
 static int get_int(json_t *root, const char *key, long long dflt, long long lo, long long hi,
@@ -97,6 +101,10 @@ int config_parse(const char *text, size_t len, Gpt2Config *cfg, char *err, size_
   int rc = GPT2_ERROR;
   if (!json_is_object(root)) {
     gpt2_errorf(err, errlen, CFG ": not a JSON object");
+    goto done;
+  }
+  if (!gpt2_json_keys_intact(text, len, has_key, root)) { /* see common.h */
+    rc = GPT2_NOMEM;
     goto done;
   }
 

@@ -8,10 +8,13 @@
 ** row); for each k, the panel row is loaded once and FMA'd into every row's
 ** accumulators with x[r][k] broadcast. The chain of every element runs over
 ** all of K inside a register, so blocking never changes a result.
+** Single rows (decode) are bound by memory bandwidth: the first row block
+** of a panel prefetches it (K_PREFETCH), later blocks of a batch prefetch
+** the next panel, so DRAM streaming overlaps with compute.
 **
 ** Paths are compiled with per-function target attributes, so the .so runs
 ** on any x86-64 (and the portable path builds anywhere); the choice is made
-** at run time with __builtin_cpu_supports.
+** at run time (__builtin_cpu_supports; cpuid for F16C).
 */
 #include "kernels.h"
 
@@ -62,6 +65,9 @@
 ** per k). Measured 1 thread, 124M: q8 22.7 -> 15.5 ms/token, f16 32 -> 26;
 ** 4 to 16 KB ahead perform alike. */
 #define K_PREFETCH 4096
+/* Batched rows: later row blocks pull in the next panel (see mk512) when
+** both fit in L2 (1.25 MB on the Xeons here; f32 K=3072 panels do not). */
+#define K_NEXT_PANEL_MAX (512 * 1024)
 #define GELU_C 0.044715f
 
 /* ---------------------------------------------------------------------------
@@ -248,12 +254,16 @@ T_AVX512 INLINE __m512 ld512(const int type, const void *W, size_t i) {
 
 /* MR rows x 64 columns; mk: lanes of each zmm inside N; wfull: W rows are
 ** readable over all 64 columns (packed panels are zero-padded; always so
-** for 16- and 8-bit types). S: Q8 block scales (nkb, KNB). pf: prefetch
-** the panel (packed, first row block: the panel still comes from DRAM). */
+** for 16- and 8-bit types). S: Q8 block scales (nkb, KNB). pf 1: prefetch
+** this panel (the first row block: it still comes from DRAM); pf 2: one
+** line per k of the NEXT panel, from byte pfn on (later row blocks compute
+** from L2 meanwhile, so streaming and computing overlap). */
 T_AVX512 INLINE void mk512(const int MR, const int type, int K, const float *x, size_t ldx,
                            const void *W, size_t ldw, const float *S, const __m512 *b,
-                           const __mmask16 *mk, const int wfull, const int pf, float *y,
-                           size_t ldy, int epi) {
+                           const __mmask16 *mk, const int wfull, const int pf, long pfn,
+                           float *y, size_t ldy, int epi) {
+  const size_t es = type == KT_F32 ? 4 : type == KT_Q8 ? 1 : 2;
+  const long pbytes = (long)K * (long)ldw * (long)es; /* a packed panel */
   __m512 acc[6][4];
 #pragma GCC unroll 6
   for (int r = 0; r < MR; r++)
@@ -268,7 +278,9 @@ T_AVX512 INLINE void mk512(const int MR, const int type, int K, const float *x, 
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++) part[r][j] = _mm512_setzero_ps();
       for (int k = k0; k < k1; k++) {
-        if (pf) _mm_prefetch((const char *)W + (size_t)k * ldw + K_PREFETCH, _MM_HINT_T0);
+        if (pf == 1) _mm_prefetch((const char *)W + (size_t)k * ldw + K_PREFETCH, _MM_HINT_T0);
+        if (pf == 2 && pfn + 64L * k < pbytes)
+          _mm_prefetch((const char *)W + pbytes + pfn + 64L * k, _MM_HINT_T1);
         __m512 w0 = ld512(type, W, (size_t)k * ldw), w1 = ld512(type, W, (size_t)k * ldw + 16);
         __m512 w2 = ld512(type, W, (size_t)k * ldw + 32), w3 = ld512(type, W, (size_t)k * ldw + 48);
 #pragma GCC unroll 6
@@ -291,7 +303,9 @@ T_AVX512 INLINE void mk512(const int MR, const int type, int K, const float *x, 
     for (int k = 0; k < K; k++) {
       const size_t i = (size_t)k * ldw;
       __m512 w0, w1, w2, w3;
-      if (pf) { /* the panel row's 2 (16-bit) or 4 (f32) lines, K_PREFETCH ahead */
+      if (pf == 2 && pfn + 64L * k < pbytes)
+        _mm_prefetch((const char *)W + pbytes + pfn + 64L * k, _MM_HINT_T1);
+      if (pf == 1) { /* the panel row's 2 (16-bit) or 4 (f32) lines, K_PREFETCH ahead */
         const char *pp = (const char *)W + i * (type == KT_F32 ? 4 : 2) + K_PREFETCH;
         _mm_prefetch(pp, _MM_HINT_T0);
         _mm_prefetch(pp + 64, _MM_HINT_T0);
@@ -342,18 +356,20 @@ T_AVX512 INLINE void mk512(const int MR, const int type, int K, const float *x, 
 ** Indexed [type][MR - 1][prefetch]; f32 with masked loads for ragged
 ** attention blocks separately. */
 typedef void (*Mk512Fn)(int K, const float *x, size_t ldx, const void *W, size_t ldw,
-                        const float *S, const __m512 *b, const __mmask16 *mk, float *y,
+                        const float *S, const __m512 *b, const __mmask16 *mk, long pfn, float *y,
                         size_t ldy, int epi);
 #define MK512_FN(T, MR, WF, PF)                                                                  \
   T_AVX512 __attribute__((noinline)) static void mk512_##T##_##MR##_##WF##_##PF(                 \
       int K, const float *x, size_t ldx, const void *W, size_t ldw, const float *S,             \
-      const __m512 *b, const __mmask16 *mk, float *y, size_t ldy, int epi) {                    \
-    mk512(MR, T, K, x, ldx, W, ldw, S, b, mk, WF, PF, y, ldy, epi);                             \
+      const __m512 *b, const __mmask16 *mk, long pfn, float *y, size_t ldy, int epi) {          \
+    mk512(MR, T, K, x, ldx, W, ldw, S, b, mk, WF, PF, pfn, y, ldy, epi);                        \
   }
 #define MK512_TYPE(T)                                                                            \
   MK512_FN(T, 1, 1, 0) MK512_FN(T, 2, 1, 0) MK512_FN(T, 3, 1, 0) MK512_FN(T, 4, 1, 0)            \
   MK512_FN(T, 5, 1, 0) MK512_FN(T, 6, 1, 0) MK512_FN(T, 1, 1, 1) MK512_FN(T, 2, 1, 1)            \
-  MK512_FN(T, 3, 1, 1) MK512_FN(T, 4, 1, 1) MK512_FN(T, 5, 1, 1) MK512_FN(T, 6, 1, 1)
+  MK512_FN(T, 3, 1, 1) MK512_FN(T, 4, 1, 1) MK512_FN(T, 5, 1, 1) MK512_FN(T, 6, 1, 1)            \
+  MK512_FN(T, 1, 1, 2) MK512_FN(T, 2, 1, 2) MK512_FN(T, 3, 1, 2) MK512_FN(T, 4, 1, 2)            \
+  MK512_FN(T, 5, 1, 2) MK512_FN(T, 6, 1, 2)
 MK512_TYPE(KT_F32)
 MK512_TYPE(KT_F16)
 MK512_TYPE(KT_BF16)
@@ -361,10 +377,13 @@ MK512_TYPE(KT_Q8)
 MK512_FN(KT_F32, 1, 0, 0)
 MK512_FN(KT_F32, 4, 0, 0)
 #define MK512_ROW(T)                                                                             \
-  {{mk512_##T##_1_1_0, mk512_##T##_1_1_1}, {mk512_##T##_2_1_0, mk512_##T##_2_1_1},               \
-   {mk512_##T##_3_1_0, mk512_##T##_3_1_1}, {mk512_##T##_4_1_0, mk512_##T##_4_1_1},               \
-   {mk512_##T##_5_1_0, mk512_##T##_5_1_1}, {mk512_##T##_6_1_0, mk512_##T##_6_1_1}}
-static const Mk512Fn MK512[4][6][2] = {MK512_ROW(KT_F32), MK512_ROW(KT_F16), MK512_ROW(KT_BF16),
+  {{mk512_##T##_1_1_0, mk512_##T##_1_1_1, mk512_##T##_1_1_2},                                    \
+   {mk512_##T##_2_1_0, mk512_##T##_2_1_1, mk512_##T##_2_1_2},                                    \
+   {mk512_##T##_3_1_0, mk512_##T##_3_1_1, mk512_##T##_3_1_2},                                    \
+   {mk512_##T##_4_1_0, mk512_##T##_4_1_1, mk512_##T##_4_1_2},                                    \
+   {mk512_##T##_5_1_0, mk512_##T##_5_1_1, mk512_##T##_5_1_2},                                    \
+   {mk512_##T##_6_1_0, mk512_##T##_6_1_1, mk512_##T##_6_1_2}}
+static const Mk512Fn MK512[4][6][3] = {MK512_ROW(KT_F32), MK512_ROW(KT_F16), MK512_ROW(KT_BF16),
                                        MK512_ROW(KT_Q8)};
 
 T_AVX512 static void blk_avx512(int M, int K, int N, int type, const float *x, size_t ldx,
@@ -380,17 +399,23 @@ T_AVX512 static void blk_avx512(int M, int K, int N, int type, const float *x, s
   int r = 0;
   if (!wpad && N < KNB) { /* ragged f32 W (attention): masked loads */
     for (; r + 4 <= M; r += 4)
-      mk512_KT_F32_4_0_0(K, x + r * ldx, ldx, W, ldw, S, bv, mk, y + r * ldy, ldy, epi);
+      mk512_KT_F32_4_0_0(K, x + r * ldx, ldx, W, ldw, S, bv, mk, 0, y + r * ldy, ldy, epi);
     for (; r < M; r++)
-      mk512_KT_F32_1_0_0(K, x + r * ldx, ldx, W, ldw, S, bv, mk, y + r * ldy, ldy, epi);
+      mk512_KT_F32_1_0_0(K, x + r * ldx, ldx, W, ldw, S, bv, mk, 0, y + r * ldy, ldy, epi);
     return;
   }
-  /* packed panels: the first row block prefetches (the panel comes from
-  ** DRAM once); attention's full-width blocks are cache-resident */
-  const Mk512Fn(*fn)[2] = MK512[wpad ? type : KT_F32];
-  for (; r < M; r += 6) {
+  /* packed panels: the first row block streams the panel from DRAM with
+  ** prefetch; later blocks prefetch the next panel, one line per k, block b
+  ** from line (b-1)·K, when two panels fit in L2; attention's full-width
+  ** blocks are cache-resident */
+  const Mk512Fn(*fn)[3] = MK512[wpad ? type : KT_F32];
+  const size_t pbytes = (size_t)K * KNB * (type == KT_F32 ? 4 : type == KT_Q8 ? 1 : 2);
+  const int next = wpad && pbytes <= K_NEXT_PANEL_MAX;
+  for (int b = 0; r < M; r += 6, b++) {
     int mr = M - r < 6 ? M - r : 6;
-    fn[mr - 1][wpad && r == 0](K, x + r * ldx, ldx, W, ldw, S, bv, mk, y + r * ldy, ldy, epi);
+    int pf = !wpad ? 0 : b == 0 ? 1 : next ? 2 : 0;
+    fn[mr - 1][pf](K, x + r * ldx, ldx, W, ldw, S, bv, mk, 64L * (b - 1) * K, y + r * ldy, ldy,
+                   epi);
   }
 }
 

@@ -250,6 +250,10 @@ static int check_tiling(StFile *f, char *err, size_t errlen) {
   return GPT2_OK;
 }
 
+static int has_key(void *root, const char *key, size_t n) {
+  return json_object_getn(root, key, n) != NULL;
+}
+
 static int parse_header(StFile *f, const char *hdr, size_t n, char *err, size_t errlen) {
   const char *label = f->label;
   /* Reference: the header starts with '{' and is valid UTF-8 JSON (Jansson
@@ -266,6 +270,10 @@ static int parse_header(StFile *f, const char *hdr, size_t n, char *err, size_t 
   int rc = GPT2_OK;
   if (!json_is_object(root)) {
     rc = gpt2_errorf(err, errlen, "%s: header is not a JSON object", label);
+    goto done;
+  }
+  if (!gpt2_json_keys_intact(hdr, n, has_key, root)) { /* a key misspelt by OOM: common.h */
+    rc = GPT2_NOMEM;
     goto done;
   }
   size_t cap = json_object_size(root);

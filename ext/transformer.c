@@ -168,13 +168,14 @@ void seq_truncate(Gpt2Seq *s, int n_pos) {
 }
 
 /* Copy the first n positions of a cache laid out with capacity scap into one
-** with capacity dcap: keys (L·C rows of cap), values (L blocks of cap·C). */
+** with capacity dcap: keys (L·C rows of cap), values (L·H blocks of cap·D);
+** L·C = L·H·D. */
 static void cache_copy(float *dk, float *dv, int dcap, const float *sk, const float *sv, int scap,
-                       size_t L, size_t C, int n) {
-  for (size_t i = 0; i < L * C; i++)
+                       size_t LC, size_t D, int n) {
+  for (size_t i = 0; i < LC; i++)
     memcpy(dk + i * dcap, sk + i * scap, (size_t)n * sizeof(float));
-  for (size_t l = 0; l < L; l++)
-    memcpy(dv + l * dcap * C, sv + l * scap * C, (size_t)n * C * sizeof(float));
+  for (size_t i = 0; i < LC / D; i++)
+    memcpy(dv + i * dcap * D, sv + i * scap * D, (size_t)n * D * sizeof(float));
 }
 
 /* Cache memory: large caches on transparent huge pages (where the kernel
@@ -209,7 +210,8 @@ static int seq_reserve(Gpt2Seq *s, const Gpt2Model *m, int need) {
     free(v);
     return GPT2_NOMEM;
   }
-  if (s->n_pos > 0) cache_copy(k, v, cap, s->k, s->v, s->cap, L, C, s->n_pos);
+  if (s->n_pos > 0)
+    cache_copy(k, v, cap, s->k, s->v, s->cap, L * C, C / (size_t)c->n_head, s->n_pos);
   free(s->k);
   free(s->v);
   s->k = k;
@@ -228,8 +230,9 @@ int seq_copy_prefix(Gpt2Seq *dst, const Gpt2Seq *src, const Gpt2Model *m, int n_
   int rc = seq_reserve(dst, m, n_pos);
   if (rc) return rc;
   if (n_pos > 0)
-    cache_copy(dst->k, dst->v, dst->cap, src->k, src->v, src->cap, (size_t)m->cfg.n_layer,
-               (size_t)m->cfg.n_embd, n_pos);
+    cache_copy(dst->k, dst->v, dst->cap, src->k, src->v, src->cap,
+               (size_t)m->cfg.n_layer * (size_t)m->cfg.n_embd,
+               (size_t)(m->cfg.n_embd / m->cfg.n_head), n_pos);
   dst->n_pos = n_pos;
   return GPT2_OK;
 }
@@ -342,7 +345,7 @@ typedef struct AttJob {
 ** scores. Per chunk of rows, with T_i = pos_i + 1 keys visible to row i:
 **   S = (Q·scale) · Kt_h      (rb, T)  chain over d; Kt_h = (D, cap) of the cache
 **   E_i = exp(S_i - max S_i)  over the row's own T_i keys (causal)
-**   O_i = (E_i · V_h) / Σ E_i (1, D)   chain over t = 0..T_i-1
+**   O_i = (E_i · V_h) / Σ E_i (1, D)   chain over t = 0..T_i-1; V_h = (cap, D)
 ** O's chains first run over the T_0 keys all rows of the chunk see (one
 ** multi-row product), then each row continues its own chain from the
 ** stored accumulators over its remaining keys: bitwise the chain of a lone
@@ -352,7 +355,7 @@ static void attend(const Gpt2Config *c, Gpt2Scratch *sc, const Gpt2Seq *s, int l
   const int C = c->n_embd, D = C / c->n_head;
   const KPath path = sc->path;
   const float *Kt = s->k + ((size_t)l * C + (size_t)h * D) * s->cap; /* (D, cap) */
-  const float *Vh = s->v + (size_t)l * s->cap * C + (size_t)h * D;   /* (T, C) */
+  const float *Vh = s->v + ((size_t)l * c->n_head + (size_t)h) * s->cap * D; /* (T, D) */
   float *qs = tb, *inv = tb + (size_t)ATT_RB * D, *S = inv + ATT_RB;
   for (int i0 = r0; i0 < r1; i0 += ATT_RB) {
     int i1 = i0 + ATT_RB < r1 ? i0 + ATT_RB : r1, rb = i1 - i0;
@@ -369,13 +372,13 @@ static void attend(const Gpt2Config *c, Gpt2Scratch *sc, const Gpt2Seq *s, int l
       inv[i] = 1.0f / k_sum16(path, e, T);
     }
     float *O = sc->att.p + (size_t)i0 * C + (size_t)h * D; /* (rb, D), row stride C */
-    k_gemm(path, rb, T0, D, S, (size_t)Tmax, Vh, (size_t)C, NULL, O, (size_t)C, KEPI_STORE);
+    k_gemm(path, rb, T0, D, S, (size_t)Tmax, Vh, (size_t)D, NULL, O, (size_t)C, KEPI_STORE);
     for (int i = 0; i < rb; i++) {
       int T = sc->pos[i0 + i] + 1;
       float *o = O + (size_t)i * C;
       if (T > T0) /* continue row i's chains over keys T0..T-1 */
-        k_gemm(path, 1, T - T0, D, S + (size_t)i * Tmax + T0, (size_t)Tmax, Vh + (size_t)T0 * C,
-               (size_t)C, o, o, (size_t)C, KEPI_STORE);
+        k_gemm(path, 1, T - T0, D, S + (size_t)i * Tmax + T0, (size_t)Tmax, Vh + (size_t)T0 * D,
+               (size_t)D, o, o, (size_t)C, KEPI_STORE);
       for (int d = 0; d < D; d++) o[d] *= inv[i];
     }
   }
@@ -421,7 +424,7 @@ static void embed_part(void *arg, int t, int nt) {
 }
 
 /* Layer l's K and V of every row -> its sequence's cache: K transposed
-** (L, C, cap), this part's channels; V (L, cap, C), this part's rows. */
+** (L, C, cap), this part's channels; V (L, H, cap, D), this part's rows. */
 static void cache_part(void *arg, int t, int nt) {
   RowJob *j = arg;
   const int C = j->m->cfg.n_embd, l = j->l;
@@ -435,10 +438,12 @@ static void cache_part(void *arg, int t, int nt) {
       for (int r = r0; r < r1; r++)
         kt[(size_t)i * s->cap + (size_t)(r - r0)] = qkv[(size_t)r * 3 * C + C + i];
   }
+  const int H = j->m->cfg.n_head, D = C / H;
   for (int r = j->n * t / nt; r < j->n * (t + 1) / nt; r++) {
     Gpt2Seq *s = j->seqs[r];
-    memcpy(s->v + ((size_t)l * s->cap + (size_t)pos[r]) * C, qkv + (size_t)r * 3 * C + 2 * C,
-           (size_t)C * sizeof(float));
+    for (int h = 0; h < H; h++)
+      memcpy(s->v + (((size_t)l * H + (size_t)h) * s->cap + (size_t)pos[r]) * D,
+             qkv + (size_t)r * 3 * C + 2 * C + (size_t)h * D, (size_t)D * sizeof(float));
   }
 }
 

@@ -36,7 +36,8 @@ typedef struct Gpt2Seq {
   int cap;      /* positions allocated */
   float *k;     /* (n_layer, C, cap) keys, transposed: channel-major, so
                    a head's keys are a (D, cap) row-major matrix for q·Kᵀ */
-  float *v;     /* (n_layer, cap, C) values */
+  float *v;     /* (n_layer, n_head, cap, D) values: a head's values are
+                   one contiguous (T, D) stream for p·V */
 } Gpt2Seq;
 
 /* Activation buffers, grown as needed, plus the thread pool and the CPU

@@ -70,7 +70,7 @@ typedef struct Job {
 typedef struct CompleteCursor {
   sqlite3_vtab_cursor base; /* must be first */
   sqlite3_stmt *stmt;       /* the query; NULL once exhausted */
-  const Gpt2Model *m;       /* model in use (the current one at xFilter) */
+  const Gpt2Model *m;       /* model in use (the current one at xFilter), retained */
   Gpt2GenParams params;     /* generation arguments */
   int seeded;               /* seed given: row k uses seed + k */
   sqlite3_int64 n_read;     /* query rows read */
@@ -141,6 +141,8 @@ static void cursorReset(CompleteCursor *c) {
   jobFree(c->row);
   c->row = NULL;
   prefix_clear(&c->pfx);
+  model_release(c->m);
+  c->m = NULL;
   c->kv_live = 0;
   c->n_read = 0;
   c->rowid = 0;
@@ -349,7 +351,10 @@ static int completeFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxS
     }
     batch = (int)sqlite3_value_int64(b);
   }
-  c->m = e->model;
+  /* Retained: the query runs user SQL between rows, which may unload or
+  ** replace this model (gpt2_unload('default') in the query freed it under
+  ** the cursor: heap-use-after-free, found by tests/test_hostile.py). */
+  c->m = model_retain(e->model);
   if (!conn->scratch && !(conn->scratch = scratch_new())) return SQLITE_NOMEM;
   c->slots = calloc((size_t)batch, sizeof *c->slots);
   if (!c->slots) return SQLITE_NOMEM;

@@ -456,3 +456,34 @@ def test_complete_query_misuse(conn):
                   "gpt2_complete(''SELECT 1, ''''ab'''''', 2)', 2)")
     assert n == 1
     alive(conn)
+
+
+def test_complete_query_with_side_effects(micro):
+    """gpt2_complete runs its query between rows: the query may unload, replace
+    or use the model the cursor generates with (it holds a reference: this was
+    a use-after-free), change settings, or generate itself."""
+    c = connect()
+    try:
+        c.execute("SELECT gpt2_load(?)", (micro[0],))
+        want = c.execute("SELECT gpt2_generate('1', 3)").fetchone()[0]
+        rows = c.execute("SELECT key, completion FROM gpt2_complete("
+                         "'SELECT 1, CAST(gpt2_unload(''default'') AS TEXT)', 3)").fetchall()
+        assert rows == [(1, want)]
+        assert "no model loaded" in err(c, "SELECT gpt2_generate('a')")
+        c.execute("SELECT gpt2_load(?)", (micro[0],))
+        rows = c.execute("SELECT key, completion FROM gpt2_complete('SELECT value, "
+                         "CAST(gpt2_unload(''default'') AS TEXT) FROM json_each(''[1,2,3]'')', "
+                         "3, 0.0, 0, 1.0, NULL, 1)").fetchall()
+        assert sorted(r[0] for r in rows) == [1, 2, 3]  # rows 2 and 3 prompt '0'
+        c.execute("SELECT gpt2_load(?)", (micro[0],))
+        c.execute("SELECT gpt2_load(?, 'tok')", (micro[1],))
+        c.execute("SELECT gpt2_use('default')")
+        rows = c.execute(
+            "SELECT key, completion FROM gpt2_complete('SELECT 1, gpt2_generate(''ab'', 2) "
+            "UNION ALL SELECT 2, (SELECT group_concat(token, '''') FROM gpt2_stream(''x'', 2)) "
+            "UNION ALL SELECT 3, CAST(gpt2_set(''max_tokens_limit'', 2) AS TEXT) "
+            "UNION ALL SELECT 4, json_extract(gpt2_use(''tok''), ''$.name'')', 3)").fetchall()
+        assert [r[0] for r in sorted(rows)] == [1, 2, 3, 4]
+        assert json.loads(c.execute("SELECT gpt2_info()").fetchone()[0])["name"] == "tok"
+    finally:
+        c.close()

@@ -6,7 +6,7 @@
   OUTDIR/micro    1 layer, 2 heads, n_embd 8, 16 positions, 277-token vocabulary
   OUTDIR/tiny     2 layers, 4 heads, n_embd 64, 128 positions, GPT-2's real vocabulary
                   (--vocab-dir; the 557-token test vocabulary without it)
-  OUTDIR/other    1 layer, 2 heads, n_embd 32, 64 positions, the test vocabulary, F16
+  OUTDIR/other    1 layer, 2 heads, n_embd 32, 64 positions, F16, micro's vocabulary
   OUTDIR/tok      vocab.json + merges.txt only (a tokenizer-only directory)
   OUTDIR/broken   micro with model.safetensors cut short (a load that fails late)
 """
@@ -35,7 +35,7 @@ def main(argv=None):
     write_checkpoint(os.path.join(out, "tiny"), n_layer=2, n_head=4, n_embd=64, n_positions=128,
                      vocab_dir=a.vocab_dir, seed=3, **kw)
     write_checkpoint(os.path.join(out, "other"), n_layer=1, n_head=2, n_embd=32, n_positions=64,
-                     dtype="F16", seed=5, **kw)
+                     dtype="F16", vocab_dir=mv, seed=5, **kw)
     tok = os.path.join(out, "tok")
     os.makedirs(tok, exist_ok=True)
     write_vocab(tok, *tiny_vocab())

@@ -61,16 +61,21 @@ for t in "$@"; do
     ;;
   fuzz)
     log="$dir/logs/fuzz-$t.log"
+    par=()
+    if [ "$jobs" -gt 1 ]; then # -fork: N processes share the corpus, one log
+      par=(-fork="$jobs" -ignore_crashes=0)
+    fi
     # shellcheck disable=SC2046
     "$bin" -max_total_time="$seconds" -print_final_stats=1 -timeout=20 -rss_limit_mb=2560 \
-      -max_len="$(max_len "$t")" $(dict "$t") -jobs="$jobs" -workers="$jobs" \
+      -max_len="$(max_len "$t")" $(dict "$t") "${par[@]}" \
       -artifact_prefix="$dir/crashes/$t/" "$dir/work/$t" "$dir/corpus/$t" "$reg" \
       >"$log" 2>&1
     rc=$?
-    # with -jobs, per-job logs are fuzz-<n>.log in the current directory
-    execs=$(grep -h 'stat::number_of_executed_units' "$log" fuzz-*.log 2>/dev/null |
+    execs=$(grep -h 'stat::number_of_executed_units' "$log" 2>/dev/null |
       awk '{s += $2} END {print s + 0}')
-    rm -f fuzz-*.log
+    if [ "$jobs" -gt 1 ]; then # -fork reports a running total: "#N ... exec/s"
+      execs=$(grep -o '^#[0-9]*' "$log" | tail -1 | tr -d '#')
+    fi
     total=$((total + execs))
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | awk '{print $2}')
     printf 'fuzz   %-12s %10d execs in %ss  cov %s  %s\n' "$t" "$execs" "$seconds" "${cov:-?}" \

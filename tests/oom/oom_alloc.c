@@ -2,14 +2,16 @@
 ** oom_alloc.c — the failing allocator of the OOM test build (see oom_alloc.h).
 **
 ** Every allocation made by the extension's code (oom_malloc & co.), by Jansson
-** (json_set_alloc_funcs) and by SQLite (SQLITE_CONFIG_MALLOC, oom_sqlite_install)
+** (json_set_alloc_funcs), cJSON (cJSON_InitHooks) and SQLite
+** (SQLITE_CONFIG_MALLOC, oom_sqlite_install)
 ** takes a number from one counter while injection is armed; allocation number
 ** `fail_at` fails (mode ONCE), or every one from `fail_at` on (mode PERSIST).
-** The extension's and Jansson's live blocks are kept in a pointer set, so the
+** The extension's, Jansson's and cJSON's live blocks are kept in a pointer set, so the
 ** driver can check that a failed call freed what it allocated; SQLite's own
 ** accounting (sqlite3_memory_used) covers its blocks. Pointers that were not
 ** allocated here (realpath's result, PCRE2's) are passed to the real free().
-** Thread-safe: tok_load parses merges.txt on a helper thread.
+** Thread-safe: tok_load parses merges.txt on a helper thread. With OOM_TRACE
+** set, the stack of the first refused allocation is printed.
 */
 #include "oom_alloc.h"
 
@@ -20,6 +22,7 @@
 #undef strdup
 #undef free
 
+#include <execinfo.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -53,7 +56,11 @@ static int should_fail(void) {
   if (!at) return 0;
   long k = atomic_fetch_add(&oom_count, 1) + 1;
   int f = atomic_load(&oom_mode) == OOM_PERSIST ? k >= at : k == at;
-  if (f) atomic_fetch_add(&oom_failed, 1);
+  if (f && atomic_fetch_add(&oom_failed, 1) == 0 && getenv("OOM_TRACE")) {
+    void *bt[32]; /* OOM_TRACE=1: where the first refused allocation came from */
+    fprintf(stderr, "oom: allocation %ld refused at:\n", k);
+    backtrace_symbols_fd(bt, backtrace(bt, 32), 2);
+  }
   return f;
 }
 
