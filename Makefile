@@ -39,6 +39,7 @@ demo: deps vocab all
 # Speed against references, measured side by side in one run (not a test).
 bench: deps vocab all
 	$(PYTHON) scripts/bench_tokenizer.py
+	$(PYTHON) scripts/bench_decode.py
 	$(PYTHON) scripts/bench_complete.py
 
 .PHONY: demo bench
