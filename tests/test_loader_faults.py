@@ -372,15 +372,6 @@ def test_directory_in_place_of_a_file(conn, reference, micro, tmp_path, name):
     still_fine(conn, reference, micro)
 
 
-@pytest.mark.parametrize("name", ["config.json", "model.safetensors", "vocab.json"])
-def test_unreadable_file(conn, reference, micro, tmp_path, name):
-    d = copy(micro, tmp_path)
-    os.chmod(os.path.join(d, name), 0)
-    msg = load_error(conn, d)
-    assert name in msg and "Permission denied" in msg, msg
-    still_fine(conn, reference, micro)
-
-
 @pytest.mark.parametrize("name", ["config.json", "model.safetensors", "vocab.json", "merges.txt"])
 def test_fifo_in_place_of_a_file_does_not_hang(micro, tmp_path, name):
     """Opening a FIFO blocks until a writer comes, unless opened O_NONBLOCK:
