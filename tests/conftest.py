@@ -24,6 +24,18 @@ def connect(path=":memory:"):
     return conn
 
 
+def one(conn, sql, *args):
+    """The first column of the first row."""
+    return conn.execute(sql, args).fetchone()[0]
+
+
+def err(conn, sql, *args):
+    """The message of the error that running sql raises."""
+    with pytest.raises(sqlite3.Error) as e:
+        conn.execute(sql, args).fetchall()
+    return str(e.value)
+
+
 @pytest.fixture
 def db():
     conn = connect()

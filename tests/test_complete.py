@@ -5,7 +5,7 @@ import sqlite3
 
 import pytest
 
-from conftest import connect
+from conftest import connect, one
 from make_checkpoint import write_checkpoint
 
 
@@ -31,10 +31,6 @@ def db(ckpt):
     conn.execute("SELECT gpt2_load(?)", (ckpt,))
     yield conn
     conn.close()
-
-
-def one(conn, sql, *args):
-    return conn.execute(sql, args).fetchone()[0]
 
 
 def info(conn):

@@ -23,7 +23,7 @@ import struct
 import numpy as np
 import pytest
 
-from conftest import SO, connect
+from conftest import SO, connect, one
 from make_checkpoint import DELETE, write_checkpoint
 import reference
 
@@ -71,10 +71,6 @@ def ckpts(tmp_path_factory, vocab_dir):
             cache[name] = (d, cfg, w)
         return cache[name]
     return get
-
-
-def one(conn, sql, *args):
-    return conn.execute(sql, args).fetchone()[0]
 
 
 def sql_error(conn, sql, *args):

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, SO, connect
+from conftest import ROOT, SO, connect, one, err
 from make_checkpoint import write_checkpoint
 import reference
 
@@ -36,16 +36,6 @@ def mdb(tiny):
     conn.execute("SELECT gpt2_load(?)", (tiny[0],))
     yield conn
     conn.close()
-
-
-def one(conn, sql, *args):
-    return conn.execute(sql, args).fetchone()[0]
-
-
-def err(conn, sql, *args):
-    with pytest.raises(sqlite3.Error) as e:
-        conn.execute(sql, args).fetchall()
-    return str(e.value)
 
 
 def counters(conn):

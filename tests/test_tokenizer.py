@@ -21,20 +21,10 @@ import unicodedata
 
 import pytest
 
-from conftest import ROOT, connect
+from conftest import ROOT, connect, one, err
 import tokref
 
 # --- helpers -------------------------------------------------------------------
-
-
-def one(conn, sql, *args):
-    return conn.execute(sql, args).fetchone()[0]
-
-
-def err(conn, sql, *args):
-    with pytest.raises(sqlite3.Error) as e:
-        conn.execute(sql, args).fetchall()
-    return str(e.value)
 
 
 def tokenize(conn, text):
