@@ -130,12 +130,12 @@ test-sanitize: hard-deps vocab $(ASAN_DIR)/tree/build/gpt2.so
 # Proof that the setup reports the extension's leaks: a copy of the extension whose
 # gpt2_version() leaks 4242 bytes must make test-sanitize fail, naming them.
 test-sanitize-selftest: hard-deps vocab $(call objs_in,$(ASAN_DIR)/obj,$(EXT_SRCS))
-	rm -rf $(ASAN_DIR)/selftest && mkdir -p $(ASAN_DIR)/selftest/tree/build
+	rm -rf $(ASAN_DIR)/selftest && mkdir -p $(ASAN_DIR)/selftest/tree/build $(ASAN_DIR)/selftest/ext
 	sed 's|^\(  sqlite3_result_text(ctx, GPT2_VERSION, -1, SQLITE_STATIC);\)|\1 { static void *volatile planted; planted = malloc(4242); planted = 0; }|' \
-	  ext/gpt2.c >$(ASAN_DIR)/selftest/gpt2.c
-	grep -q 'malloc(4242)' $(ASAN_DIR)/selftest/gpt2.c
+	  ext/gpt2.c >$(ASAN_DIR)/selftest/ext/gpt2.c
+	grep -q 'malloc(4242)' $(ASAN_DIR)/selftest/ext/gpt2.c
 	$(CLANG) $(DBG) -fsanitize=address $(SAN_UB) $(HARD_CPP) -fPIC -pthread \
-	  -c $(ASAN_DIR)/selftest/gpt2.c -o $(ASAN_DIR)/selftest/gpt2.o
+	  -c $(ASAN_DIR)/selftest/ext/gpt2.c -o $(ASAN_DIR)/selftest/gpt2.o
 	$(CLANG) -fsanitize=address $(SAN_UB) $(ASAN_SO_FLAGS) -o $(ASAN_DIR)/selftest/tree/build/gpt2.so \
 	  $(ASAN_DIR)/selftest/gpt2.o $(filter-out %/gpt2.o,$(call objs_in,$(ASAN_DIR)/obj,$(EXT_SRCS))) $(HARD_LIBS)
 	@if CLANG=$(CLANG) tests/drivers/sanitize.sh . $(ASAN_DIR)/selftest $(PYTHON) \
