@@ -62,9 +62,9 @@ static int reusable(const Gpt2Prefix *pfx, const Gpt2Model *m, const int *prompt
   return k;
 }
 
-int gen_start(Gpt2Gen *g, const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr,
-              const int *prompt, int n, const Gpt2GenParams *p, Gpt2Prefix *pfx, int steal,
-              char *err, size_t errlen) {
+static int prepare(Gpt2Gen *g, const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr,
+                   const int *prompt, int n, const Gpt2GenParams *p, Gpt2Prefix *pfx, int steal,
+                   char *err, size_t errlen) {
   memset(g, 0, sizeof *g);
   g->m = model_retain(m);
   g->sc = sc;
@@ -100,11 +100,29 @@ int gen_start(Gpt2Gen *g, const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr
     g->fed.n = (size_t)reuse;
     if (ctr) ctr->prefix_reused += reuse;
   }
-  int rc = feed(g, n - reuse, prompt + reuse, err, errlen);
-  if (rc) return rc;
+  if (idvec_reserve(&g->unfed, (size_t)(n - reuse))) return GPT2_NOMEM;
+  memcpy(g->unfed.v, prompt + reuse, (size_t)(n - reuse) * sizeof *prompt);
+  g->unfed.n = (size_t)(n - reuse);
   g->n_prompt = n;
   if (p->max_tokens <= 0 || n >= m->cfg.n_positions) g->done = 1;
   return GPT2_OK;
+}
+
+int gen_prepare(Gpt2Gen *g, const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr,
+                const int *prompt, int n, const Gpt2GenParams *p, Gpt2Prefix *pfx, char *err,
+                size_t errlen) {
+  return prepare(g, m, sc, ctr, prompt, n, p, pfx, 0, err, errlen);
+}
+
+int gen_start(Gpt2Gen *g, const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr,
+              const int *prompt, int n, const Gpt2GenParams *p, Gpt2Prefix *pfx, int steal,
+              char *err, size_t errlen) {
+  int rc = prepare(g, m, sc, ctr, prompt, n, p, pfx, steal, err, errlen);
+  if (rc) return rc;
+  /* fed even when done: the state may still serve as a prefix */
+  rc = feed(g, (int)g->unfed.n, g->unfed.v, err, errlen);
+  if (rc == GPT2_OK) g->unfed.n = 0;
+  return rc;
 }
 
 int gen_save_prefix(Gpt2Gen *g, Gpt2Prefix *pfx, int steal) {
@@ -168,42 +186,113 @@ int gen_next(Gpt2Gen *g, int *tok, double *logprob, char *err, size_t errlen) {
   return pick(g, tok, logprob);
 }
 
+/* One forward call over gs[0..n): the last token of each live generation
+** (when decode), then pending prompt rows while they fit in GEN_STEP_ROWS.
+** ready[i] is set when gs[i]'s logits are fresh (a decode row, or the last
+** row of its prompt). */
+static int step(Gpt2Gen *const *gs, int n, int decode, unsigned char *ready, char *err,
+                size_t errlen) {
+  int rows = 0, wanted = 0, rc = GPT2_OK;
+  if (n <= 0) return GPT2_OK;
+  for (int i = 0; i < n; i++)
+    if (decode && !gs[i]->done && !gs[i]->unfed.n && gs[i]->last >= 0) rows++;
+  int budget = rows < GEN_STEP_ROWS ? GEN_STEP_ROWS - rows : 0;
+  int *take = calloc((size_t)n, sizeof *take); /* prompt rows of gs[i] this step */
+  if (!take) return GPT2_NOMEM;
+  for (int i = 0; i < n && budget; i++) {
+    if (gs[i]->done || !gs[i]->unfed.n) continue;
+    take[i] = gs[i]->unfed.n < (size_t)budget ? (int)gs[i]->unfed.n : budget;
+    budget -= take[i];
+    rows += take[i];
+  }
+  if (!rows) {
+    free(take);
+    return GPT2_OK;
+  }
+  if (stopped(&gs[0]->p, err, errlen)) {
+    free(take);
+    return GPT2_INTERRUPTED;
+  }
+  const Gpt2Model *m = gs[0]->m;
+  size_t V = (size_t)m->cfg.vocab_size;
+  int *ids = malloc((size_t)rows * sizeof *ids);
+  Gpt2Seq **seqs = malloc((size_t)rows * sizeof *seqs);
+  unsigned char *want = malloc((size_t)rows);
+  float *logits = NULL;
+  if (!ids || !seqs || !want) rc = GPT2_NOMEM;
+  int r = 0;
+  for (int i = 0; !rc && i < n; i++) {
+    Gpt2Gen *g = gs[i];
+    int k = take[i] ? take[i] : decode && !g->done && !g->unfed.n && g->last >= 0;
+    const int *src = take[i] ? g->unfed.v : &g->last;
+    for (int t = 0; t < k; t++) {
+      ids[r] = src[t];
+      seqs[r] = g->seq;
+      want[r] = t == k - 1 && (!take[i] || (size_t)take[i] == g->unfed.n);
+      wanted += want[r++];
+    }
+  }
+  if (!rc && wanted && !(logits = malloc((size_t)wanted * V * sizeof *logits))) rc = GPT2_NOMEM;
+  if (!rc) rc = forward(m, gs[0]->sc, gs[0]->ctr, rows, ids, seqs, want, logits, err, errlen);
+  r = 0;
+  int w = 0;
+  for (int i = 0; !rc && i < n; i++) {
+    Gpt2Gen *g = gs[i];
+    int k = take[i] ? take[i] : decode && !g->done && !g->unfed.n && g->last >= 0;
+    if (!k) continue;
+    const int *src = take[i] ? g->unfed.v : &g->last;
+    if (idvec_reserve(&g->fed, g->fed.n + (size_t)k)) {
+      rc = GPT2_NOMEM;
+      break;
+    }
+    memcpy(g->fed.v + g->fed.n, src, (size_t)k * sizeof *src);
+    g->fed.n += (size_t)k;
+    r += k;
+    if (want[r - 1]) {
+      memcpy(g->logits, logits + (size_t)w++ * V, V * sizeof *logits);
+      ready[i] = 1;
+    }
+    if (take[i]) { /* drop the fed rows from pending */
+      memmove(g->unfed.v, g->unfed.v + k, (g->unfed.n - (size_t)k) * sizeof *src);
+      g->unfed.n -= (size_t)k;
+    }
+  }
+  free(take);
+  free(ids);
+  free(seqs);
+  free(want);
+  free(logits);
+  return rc;
+}
+
+int gen_feed_batch(Gpt2Gen *const *gs, int n, char *err, size_t errlen) {
+  unsigned char *ready = calloc((size_t)n + 1, 1);
+  if (!ready) return GPT2_NOMEM;
+  int rc = GPT2_OK, more = 1;
+  while (!rc && more) {
+    rc = step(gs, n, 0, ready, err, errlen);
+    more = 0;
+    for (int i = 0; i < n; i++)
+      if (!gs[i]->done && gs[i]->unfed.n) more = 1;
+  }
+  free(ready);
+  return rc;
+}
+
 int gen_next_batch(Gpt2Gen *const *gs, int n, int *toks, double *logprobs, char *err,
                    size_t errlen) {
-  int rows = 0, rc = GPT2_OK;
+  unsigned char *ready = calloc((size_t)n + 1, 1);
+  if (!ready) return GPT2_NOMEM;
   for (int i = 0; i < n; i++) {
     toks[i] = -1;
     logprobs[i] = 0;
-    if (!gs[i]->done && gs[i]->last >= 0) rows++;
+    /* fed by gen_start or gen_feed_batch, nothing picked yet */
+    ready[i] = !gs[i]->done && !gs[i]->unfed.n && gs[i]->last < 0;
   }
-  if (rows && stopped(&gs[0]->p, err, errlen)) return GPT2_INTERRUPTED;
-  if (rows) {
-    const Gpt2Model *m = gs[0]->m;
-    size_t V = (size_t)m->cfg.vocab_size;
-    int *ids = malloc((size_t)rows * sizeof *ids);
-    Gpt2Seq **seqs = malloc((size_t)rows * sizeof *seqs);
-    unsigned char *want = malloc((size_t)rows);
-    float *logits = malloc((size_t)rows * V * sizeof *logits);
-    if (!ids || !seqs || !want || !logits) rc = GPT2_NOMEM;
-    for (int i = 0, r = 0; !rc && i < n; i++) {
-      if (gs[i]->done || gs[i]->last < 0) continue;
-      ids[r] = gs[i]->last;
-      seqs[r] = gs[i]->seq;
-      want[r++] = 1;
-      if (idvec_push(&gs[i]->fed, gs[i]->last)) rc = GPT2_NOMEM;
-    }
-    if (!rc) rc = forward(m, gs[0]->sc, gs[0]->ctr, rows, ids, seqs, want, logits, err, errlen);
-    for (int i = 0, r = 0; !rc && i < n; i++) {
-      if (gs[i]->done || gs[i]->last < 0) continue;
-      memcpy(gs[i]->logits, logits + (size_t)r++ * V, V * sizeof *logits);
-    }
-    free(ids);
-    free(seqs);
-    free(want);
-    free(logits);
-  }
+  int rc = step(gs, n, 1, ready, err, errlen);
   for (int i = 0; !rc && i < n; i++)
-    if (!gs[i]->done) rc = pick(gs[i], &toks[i], &logprobs[i]);
+    if (ready[i] && !gs[i]->done) rc = pick(gs[i], &toks[i], &logprobs[i]);
+  free(ready);
   return rc;
 }
 
@@ -225,6 +314,7 @@ void gen_free(Gpt2Gen *g) {
   seq_free(g->seq);
   free(g->logits);
   idvec_free(&g->fed);
+  idvec_free(&g->unfed);
   sampler_free(&g->sampler);
   buf_free(&g->pending);
   model_release(g->m);

@@ -50,7 +50,8 @@ typedef struct Gpt2Gen {
   Gpt2Rng rng;
   Gpt2GenParams p;
   float *logits;           /* (V) next-token logits of the last position */
-  int n_prompt;            /* prompt tokens fed */
+  int n_prompt;            /* prompt tokens (fed, or pending) */
+  IdVec unfed;             /* prompt tokens not fed yet (gen_prepare) */
   IdVec fed;               /* every token in the KV cache, in order */
   int n_generated;         /* tokens produced so far */
   int last;                /* last produced token, not yet fed */
@@ -66,6 +67,22 @@ int gen_start(Gpt2Gen *g, const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr
               const int *prompt, int n, const Gpt2GenParams *p, Gpt2Prefix *pfx, int steal,
               char *err, size_t errlen);
 
+/* gen_start without running the model: the prompt tokens that are not
+** reused from pfx wait in g->unfed and are fed by the next
+** gen_next_batch / gen_feed_batch, together with other sequences' rows. */
+int gen_prepare(Gpt2Gen *g, const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr,
+                const int *prompt, int n, const Gpt2GenParams *p, Gpt2Prefix *pfx, char *err,
+                size_t errlen);
+
+/* Feed every pending prompt of gs[0..n) (one forward call per GEN_STEP_ROWS
+** rows), without sampling. */
+int gen_feed_batch(Gpt2Gen *const *gs, int n, char *err, size_t errlen);
+
+/* Rows one batched forward call may hold: decode rows always fit; pending
+** prompt rows fill the rest (a longer prompt is fed over several steps).
+** Bounds the activation memory of a step. */
+#define GEN_STEP_ROWS 512
+
 /* Remember g's state in pfx: all of it, taken over (steal: g keeps none), or
 ** a copy of the prompt positions only. */
 int gen_save_prefix(Gpt2Gen *g, Gpt2Prefix *pfx, int steal);
@@ -77,8 +94,10 @@ int gen_save_prefix(Gpt2Gen *g, Gpt2Prefix *pfx, int steal);
 int gen_next(Gpt2Gen *g, int *tok, double *logprob, char *err, size_t errlen);
 
 /* One decode step for n generations at once: every live one feeds its last
-** token as one row of a single forward call, then picks its next token into
-** toks[i] (-1 for those already done), logprobs[i]. */
+** token as one row of a single forward call, together with the pending
+** prompt rows of prepared ones (up to GEN_STEP_ROWS rows in all); then each
+** one whose logits are ready picks its next token into toks[i] (-1 for
+** those done or whose prompt is still pending), logprobs[i]. */
 int gen_next_batch(Gpt2Gen *const *gs, int n, int *toks, double *logprobs, char *err,
                    size_t errlen);
 

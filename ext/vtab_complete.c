@@ -14,16 +14,21 @@
 ** the eos token not counted).
 **
 ** HOW IT WORKS: up to batch_size sequences are live at once, each with its
-** own KV cache and position. Each decode step is ONE forward call with one
-** row per live sequence, so every weight is read once per step for the whole
-** batch. A sequence that finishes frees its slot for the next query row, so
-** memory stays bounded however many rows the query returns. Rows are
+** own KV cache and position. Each step is ONE forward call with one row per
+** live sequence plus the prompt rows of the sequences just admitted (up to
+** GEN_STEP_ROWS rows), so every weight is read once per step for the whole
+** batch, prompts included. A sequence that finishes frees its slot for the
+** next query row, so memory stays bounded however many rows the query
+** returns. Rows are
 ** returned as they finish: in order of completion, and rows finishing on the
 ** same step in query order (NULL prompts come out as soon as they are read).
 ** Each completion equals gpt2_generate(prompt, ...) with the same arguments;
 ** with a seed, the row that is k-th in the query (from 0) uses seed + k.
 ** When consecutive prompts share leading tokens (a template), the shared
-** prefix's KV state is copied from the previous prompt instead of recomputed.
+** prefix's KV state is copied from the previous prompt instead of recomputed:
+** a prompt that shares more with the previous row than the saved state holds
+** first has the pending prompts fed (so the previous one's state exists),
+** which costs one extra weight pass per new template.
 */
 #include "gpt2.h"
 
@@ -78,7 +83,9 @@ typedef struct CompleteCursor {
   Job **slots;              /* (batch) live jobs, NULL when free */
   Job *head, *tail;         /* finished jobs, oldest first */
   Job *row;                 /* the current result row */
-  Gpt2Prefix pfx;           /* last prompt's KV state, for prefix reuse */
+  Gpt2Prefix pfx;           /* a computed prompt's KV state, for prefix reuse */
+  Job *prev;                /* the last job put in a slot, while it is there */
+  IdVec prev_ids;           /* its prompt */
   int kv_live;              /* positions the live jobs may fill (kv_memory_limit) */
   sqlite3_int64 rowid;
 } CompleteCursor;
@@ -141,6 +148,8 @@ static void cursorReset(CompleteCursor *c) {
   jobFree(c->row);
   c->row = NULL;
   prefix_clear(&c->pfx);
+  c->prev = NULL;
+  idvec_free(&c->prev_ids);
   model_release(c->m);
   c->m = NULL;
   c->kv_live = 0;
@@ -161,7 +170,41 @@ static void enqueue(CompleteCursor *c, Job *j) {
   c->tail = j;
 }
 
-/* Read query rows into free slots, starting their generation. */
+static int common_prefix(const IdVec *a, const IdVec *b) {
+  size_t k = 0;
+  while (k < a->n && k < b->n && a->v[k] == b->v[k]) k++;
+  return (int)k;
+}
+
+/* Feed every slot's pending prompt rows now (batched). */
+static int feed_pending(CompleteCursor *c, char *err, size_t errlen) {
+  Gpt2Gen **gens = malloc((size_t)c->batch * sizeof *gens);
+  if (!gens) return GPT2_NOMEM;
+  int n = 0;
+  for (int s = 0; s < c->batch; s++)
+    if (c->slots[s]) gens[n++] = &c->slots[s]->gen;
+  int rc = gen_feed_batch(gens, n, err, errlen);
+  free(gens);
+  return rc;
+}
+
+/* Prefix reuse: when the prompt ids share more leading tokens with the
+** previous job's prompt than with the saved state, make the previous job's
+** prompt the saved state (feeding it first if it is still pending). */
+static int share_prefix(CompleteCursor *c, const IdVec *ids, char *err, size_t errlen) {
+  if (!c->prev) return GPT2_OK;
+  int with_prev = common_prefix(ids, &c->prev_ids);
+  int with_saved = c->pfx.seq ? common_prefix(ids, &c->pfx.ids) : 0;
+  if (with_prev < 2 || with_prev <= with_saved) return GPT2_OK;
+  if (c->prev->gen.unfed.n) {
+    int rc = feed_pending(c, err, errlen);
+    if (rc) return rc;
+  }
+  return gen_save_prefix(&c->prev->gen, &c->pfx, 0);
+}
+
+/* Read query rows into free slots, preparing their generation (the prompts
+** are fed by the next batched step). */
 static int fill(CompleteCursor *c, char *err, size_t errlen) {
   Gpt2Conn *conn = ((CompleteVtab *)c->base.pVtab)->conn;
   CompleteVtab *vt = (CompleteVtab *)c->base.pVtab;
@@ -204,14 +247,14 @@ static int fill(CompleteCursor *c, char *err, size_t errlen) {
       jobFree(j);
       return GPT2_ERROR;
     }
+    if (!rc && conn->prefix_reuse) rc = share_prefix(c, &ids, msg, sizeof msg);
     if (!rc) {
       j->started = 1;
-      rc = gen_start(&j->gen, c->m, conn->scratch, &conn->ctr, ids.v, (int)ids.n, &p,
-                     conn->prefix_reuse ? &c->pfx : NULL, 0, msg, sizeof msg);
+      rc = gen_prepare(&j->gen, c->m, conn->scratch, &conn->ctr, ids.v, (int)ids.n, &p,
+                       conn->prefix_reuse ? &c->pfx : NULL, msg, sizeof msg);
     }
-    if (!rc && conn->prefix_reuse) rc = gen_save_prefix(&j->gen, &c->pfx, 0);
-    idvec_free(&ids);
     if (rc) {
+      idvec_free(&ids);
       jobFree(j);
       /* gpt2_parse_prompt words it for an argument ("gpt2_complete: argument
       ** 2 (prompt) ..."); here the prompt is the query row's second column. */
@@ -224,10 +267,14 @@ static int fill(CompleteCursor *c, char *err, size_t errlen) {
       return rc;
     }
     if (j->gen.done) {
+      idvec_free(&ids);
       enqueue(c, j); /* nothing to generate (max_tokens 0, full context) */
     } else {
       c->slots[s] = j;
       c->kv_live += j->kv_need;
+      c->prev = j;
+      idvec_free(&c->prev_ids);
+      c->prev_ids = ids;
     }
   }
   return GPT2_OK;
@@ -259,6 +306,7 @@ static int advance(CompleteCursor *c, char *err, size_t errlen) {
       if (!rc && j->gen.done) {
         c->slots[who[i]] = NULL;
         c->kv_live -= j->kv_need;
+        if (c->prev == j) c->prev = NULL; /* its state leaves with it */
         enqueue(c, j);
       }
     }
