@@ -64,7 +64,7 @@ static int reusable(const Gpt2Prefix *pfx, const Gpt2Model *m, const int *prompt
 
 static int prepare(Gpt2Gen *g, const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr,
                    const int *prompt, int n, const Gpt2GenParams *p, Gpt2Prefix *pfx, int steal,
-                   char *err, size_t errlen) {
+                   Gpt2Seq *spare, char *err, size_t errlen) {
   memset(g, 0, sizeof *g);
   g->m = model_retain(m);
   g->sc = sc;
@@ -79,21 +79,32 @@ static int prepare(Gpt2Gen *g, const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters
     prompt = &eos;
     n = 1;
   }
-  if (n > m->cfg.n_positions)
+  if (n > m->cfg.n_positions) {
+    seq_free(spare);
     return gpt2_errorf(err, errlen, "prompt is %d tokens, longer than the context (%d)", n,
                        m->cfg.n_positions);
+  }
   g->logits = malloc((size_t)m->cfg.vocab_size * sizeof(float));
-  if (!g->logits) return GPT2_NOMEM;
+  if (!g->logits) {
+    seq_free(spare);
+    return GPT2_NOMEM;
+  }
   int reuse = reusable(pfx, m, prompt, n);
   if (reuse && steal) {
     g->seq = pfx->seq;
     pfx->seq = NULL;
     seq_truncate(g->seq, reuse);
+    seq_free(spare);
   } else {
-    g->seq = seq_new(m);
+    g->seq = spare ? spare : seq_new(m);
     if (!g->seq) return GPT2_NOMEM;
-    if (reuse && seq_copy_prefix(g->seq, pfx->seq, m, reuse)) return GPT2_NOMEM;
+    seq_truncate(g->seq, 0);
   }
+  /* every position it may fill, at once */
+  int64_t need = (int64_t)n + (p->max_tokens > 0 ? p->max_tokens : 0);
+  if (need > m->cfg.n_positions) need = m->cfg.n_positions;
+  if (seq_reserve(g->seq, m, (int)need)) return GPT2_NOMEM;
+  if (reuse && !steal && seq_copy_prefix(g->seq, pfx->seq, m, reuse)) return GPT2_NOMEM;
   if (reuse) {
     if (idvec_reserve(&g->fed, (size_t)reuse)) return GPT2_NOMEM;
     memcpy(g->fed.v, prompt, (size_t)reuse * sizeof *prompt);
@@ -109,15 +120,15 @@ static int prepare(Gpt2Gen *g, const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters
 }
 
 int gen_prepare(Gpt2Gen *g, const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr,
-                const int *prompt, int n, const Gpt2GenParams *p, Gpt2Prefix *pfx, char *err,
-                size_t errlen) {
-  return prepare(g, m, sc, ctr, prompt, n, p, pfx, 0, err, errlen);
+                const int *prompt, int n, const Gpt2GenParams *p, Gpt2Prefix *pfx,
+                Gpt2Seq *spare, char *err, size_t errlen) {
+  return prepare(g, m, sc, ctr, prompt, n, p, pfx, 0, spare, err, errlen);
 }
 
 int gen_start(Gpt2Gen *g, const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr,
               const int *prompt, int n, const Gpt2GenParams *p, Gpt2Prefix *pfx, int steal,
               char *err, size_t errlen) {
-  int rc = prepare(g, m, sc, ctr, prompt, n, p, pfx, steal, err, errlen);
+  int rc = prepare(g, m, sc, ctr, prompt, n, p, pfx, steal, NULL, err, errlen);
   if (rc) return rc;
   /* fed even when done: the state may still serve as a prefix */
   rc = feed(g, (int)g->unfed.n, g->unfed.v, err, errlen);
@@ -157,7 +168,7 @@ int gen_save_prefix(Gpt2Gen *g, Gpt2Prefix *pfx, int steal) {
 /* Choose the next token from g->logits and apply the stop rules. */
 static int pick(Gpt2Gen *g, int *tok, double *logprob) {
   int id = sampler_pick(&g->sampler, g->logits, g->m->cfg.vocab_size, &g->p.sample, &g->rng,
-                        logprob);
+                        logprob); /* NULL: not computed (a pass of exp over V) */
   if (id < 0) return GPT2_NOMEM;
   if (g->ctr) g->ctr->tokens_generated++;
   *tok = id;
@@ -174,7 +185,7 @@ static int pick(Gpt2Gen *g, int *tok, double *logprob) {
 
 int gen_next(Gpt2Gen *g, int *tok, double *logprob, char *err, size_t errlen) {
   *tok = -1;
-  *logprob = 0;
+  if (logprob) *logprob = 0;
   if (g->done) return GPT2_OK;
   if (g->last >= 0) {
     int rc = feed(g, 1, &g->last, err, errlen);
@@ -232,7 +243,7 @@ static int step(Gpt2Gen *const *gs, int n, int decode, unsigned char *ready, cha
       wanted += want[r++];
     }
   }
-  if (!rc && wanted && !(logits = malloc((size_t)wanted * V * sizeof *logits))) rc = GPT2_NOMEM;
+  if (!rc && wanted && !(logits = scratch_out(gs[0]->sc, (size_t)wanted * V))) rc = GPT2_NOMEM;
   if (!rc) rc = forward(m, gs[0]->sc, gs[0]->ctr, rows, ids, seqs, want, logits, err, errlen);
   r = 0;
   int w = 0;
@@ -261,7 +272,6 @@ static int step(Gpt2Gen *const *gs, int n, int decode, unsigned char *ready, cha
   free(ids);
   free(seqs);
   free(want);
-  free(logits);
   return rc;
 }
 
@@ -285,13 +295,13 @@ int gen_next_batch(Gpt2Gen *const *gs, int n, int *toks, double *logprobs, char 
   if (!ready) return GPT2_NOMEM;
   for (int i = 0; i < n; i++) {
     toks[i] = -1;
-    logprobs[i] = 0;
+    if (logprobs) logprobs[i] = 0;
     /* fed by gen_start or gen_feed_batch, nothing picked yet */
     ready[i] = !gs[i]->done && !gs[i]->unfed.n && gs[i]->last < 0;
   }
   int rc = step(gs, n, 1, ready, err, errlen);
   for (int i = 0; !rc && i < n; i++)
-    if (ready[i] && !gs[i]->done) rc = pick(gs[i], &toks[i], &logprobs[i]);
+    if (ready[i] && !gs[i]->done) rc = pick(gs[i], &toks[i], logprobs ? &logprobs[i] : NULL);
   free(ready);
   return rc;
 }

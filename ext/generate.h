@@ -69,10 +69,13 @@ int gen_start(Gpt2Gen *g, const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr
 
 /* gen_start without running the model: the prompt tokens that are not
 ** reused from pfx wait in g->unfed and are fed by the next
-** gen_next_batch / gen_feed_batch, together with other sequences' rows. */
+** gen_next_batch / gen_feed_batch, together with other sequences' rows.
+** spare (may be NULL) is a finished sequence of the same model whose cache
+** memory g takes over, in every case (already faulted in: cheaper than a
+** fresh one). */
 int gen_prepare(Gpt2Gen *g, const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr,
-                const int *prompt, int n, const Gpt2GenParams *p, Gpt2Prefix *pfx, char *err,
-                size_t errlen);
+                const int *prompt, int n, const Gpt2GenParams *p, Gpt2Prefix *pfx,
+                Gpt2Seq *spare, char *err, size_t errlen);
 
 /* Feed every pending prompt of gs[0..n) (one forward call per GEN_STEP_ROWS
 ** rows), without sampling. */
@@ -90,14 +93,16 @@ int gen_save_prefix(Gpt2Gen *g, Gpt2Prefix *pfx, int steal);
 /* Produce the next token. Returns GPT2_OK with *tok = id (-1 when generation
 ** had already ended), *logprob its log-probability under the unmodified
 ** distribution. The eos token is returned once, as the last token, and
-** carries no text. g->done tells whether this was the last token. */
+** carries no text. g->done tells whether this was the last token.
+** logprob may be NULL (then it is not computed). */
 int gen_next(Gpt2Gen *g, int *tok, double *logprob, char *err, size_t errlen);
 
 /* One decode step for n generations at once: every live one feeds its last
 ** token as one row of a single forward call, together with the pending
 ** prompt rows of prepared ones (up to GEN_STEP_ROWS rows in all); then each
 ** one whose logits are ready picks its next token into toks[i] (-1 for
-** those done or whose prompt is still pending), logprobs[i]. */
+** those done or whose prompt is still pending), logprobs[i] (logprobs may
+** be NULL). */
 int gen_next_batch(Gpt2Gen *const *gs, int n, int *toks, double *logprobs, char *err,
                    size_t errlen);
 

@@ -778,8 +778,7 @@ static void fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
                            sizeof err);
   while (!rc) {
     int tok;
-    double lp;
-    rc = gen_next(&g, &tok, &lp, msg, sizeof msg);
+    rc = gen_next(&g, &tok, NULL, msg, sizeof msg);
     if (rc == GPT2_ERROR || rc == GPT2_INTERRUPTED) gpt2_errorf(err, sizeof err, "%s: %s", fname, msg);
     if (rc || tok < 0) break;
     rc = gen_take_text(&g, tok, g.done, &text);

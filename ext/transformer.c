@@ -72,6 +72,7 @@ struct Gpt2Scratch {
   FBuf att;      /* (n, C) attention output, heads side by side */
   FBuf h;        /* (n, F) MLP hidden activations */
   FBuf tb;       /* (threads, tb_stride) per-thread attention buffers */
+  FBuf out;      /* the caller's (scratch_out) */
   size_t tb_stride;
   int *pos;      /* (n) position of each row */
   int *run0;     /* (n+1) first row of each run of one sequence, then n */
@@ -142,9 +143,14 @@ void scratch_free(Gpt2Scratch *s) {
   free(s->att.p);
   free(s->h.p);
   free(s->tb.p);
+  free(s->out.p);
   free(s->pos);
   free(s->run0);
   free(s);
+}
+
+float *scratch_out(Gpt2Scratch *s, size_t n) {
+  return fbuf_reserve(&s->out, n) ? NULL : s->out.p;
 }
 
 /* Checked a*b (size_t); SIZE_MAX on overflow, which no reservation satisfies. */
@@ -192,15 +198,9 @@ static void *cache_alloc(size_t bytes) {
   return p;
 }
 
-/* Make room for `need` positions: capacity doubles from SEQ_MIN_CAP up to
-** n_positions, so short sequences stay small. Keeps the first n_pos. */
-static int seq_reserve(Gpt2Seq *s, const Gpt2Model *m, int need) {
-  if (need <= s->cap) return GPT2_OK;
+/* Reallocate s to hold cap positions, keeping the first n_pos. */
+static int seq_resize(Gpt2Seq *s, const Gpt2Model *m, int cap) {
   const Gpt2Config *c = &m->cfg;
-  int cap = s->cap ? s->cap : SEQ_MIN_CAP;
-  while (cap < need && cap < c->n_positions) cap = cap > c->n_positions / 2 ? c->n_positions : cap * 2;
-  if (cap > c->n_positions) cap = c->n_positions;
-  if (cap < need) return GPT2_ERROR; /* callers check positions first */
   size_t C = (size_t)c->n_embd, L = (size_t)c->n_layer;
   size_t n = mul(mul(L, (size_t)cap), C);
   if (n > SIZE_MAX / sizeof(float)) return GPT2_NOMEM;
@@ -218,6 +218,24 @@ static int seq_reserve(Gpt2Seq *s, const Gpt2Model *m, int need) {
   s->v = v;
   s->cap = cap;
   return GPT2_OK;
+}
+
+/* Make room for `need` positions as a sequence fills: capacity doubles from
+** SEQ_MIN_CAP up to n_positions, so short sequences stay small. */
+static int seq_grow(Gpt2Seq *s, const Gpt2Model *m, int need) {
+  if (need <= s->cap) return GPT2_OK;
+  const Gpt2Config *c = &m->cfg;
+  int cap = s->cap ? s->cap : SEQ_MIN_CAP;
+  while (cap < need && cap < c->n_positions) cap = cap > c->n_positions / 2 ? c->n_positions : cap * 2;
+  if (cap > c->n_positions) cap = c->n_positions;
+  if (cap < need) return GPT2_ERROR; /* callers check positions first */
+  return seq_resize(s, m, cap);
+}
+
+int seq_reserve(Gpt2Seq *s, const Gpt2Model *m, int need) {
+  if (need <= s->cap) return GPT2_OK;
+  if (need > m->cfg.n_positions) return GPT2_ERROR;
+  return seq_resize(s, m, need);
 }
 
 int seq_copy_prefix(Gpt2Seq *dst, const Gpt2Seq *src, const Gpt2Model *m, int n_pos) {
@@ -485,7 +503,7 @@ static int prepare(const Gpt2Model *m, Gpt2Scratch *sc, int n, const int *tokens
     for (int q = 0; q < r; q++) /* a sequence's rows must be one consecutive run */
       if (seqs[q] == s)
         return gpt2_errorf(err, errlen, "rows %d and %d of one sequence are not consecutive", q, r);
-    int rc = seq_reserve(s, m, sc->pos[r1 - 1] + 1);
+    int rc = seq_grow(s, m, sc->pos[r1 - 1] + 1);
     if (rc) return rc;
     sc->run0[nr++] = r;
     if (sc->pos[r1 - 1] + 1 > tmax) tmax = sc->pos[r1 - 1] + 1;

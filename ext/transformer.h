@@ -47,6 +47,10 @@ typedef struct Gpt2Scratch Gpt2Scratch;
 Gpt2Seq *seq_new(const Gpt2Model *m);         /* NULL on OOM; cache grows lazily */
 void seq_free(Gpt2Seq *s);
 void seq_truncate(Gpt2Seq *s, int n_pos);     /* forget positions >= n_pos */
+/* Room for need positions now (the cache otherwise doubles as it fills,
+** copying itself each time); keeps the content. GPT2_ERROR when need is
+** above n_positions, GPT2_NOMEM. */
+int seq_reserve(Gpt2Seq *s, const Gpt2Model *m, int need);
 /* dst := the first n_pos positions of src (dst's old content is dropped;
 ** dst == src truncates). GPT2_ERROR when n_pos is not in [0, src->n_pos];
 ** GPT2_NOMEM leaves dst empty (n_pos 0). */
@@ -62,6 +66,10 @@ int scratch_threads(const Gpt2Scratch *s);
 ** of the path now in use. */
 const char *scratch_set_kernel(Gpt2Scratch *s, const char *name);
 const char *scratch_kernel(const Gpt2Scratch *s);
+/* A grow-only buffer of n floats for the caller (the logits of a batched
+** step: megabytes, which a fresh allocation per step would page-fault in
+** each time); valid until the next call; NULL on OOM. */
+float *scratch_out(Gpt2Scratch *s, size_t n);
 /* y (M, N) = epi(x (M, K) · W + b) (b may be NULL, epi a KEpi) on this
 ** scratch's threads and path: the product the forward pass uses, exposed
 ** for the kernel tests and benchmarks. */

@@ -85,6 +85,8 @@ typedef struct CompleteCursor {
   Job *row;                 /* the current result row */
   Gpt2Prefix pfx;           /* a computed prompt's KV state, for prefix reuse */
   Job *prev;                /* the last job put in a slot, while it is there */
+  Gpt2Seq **spare;          /* (batch) KV caches of finished jobs, for reuse */
+  int n_spare;
   IdVec prev_ids;           /* its prompt */
   int kv_live;              /* positions the live jobs may fill (kv_memory_limit) */
   sqlite3_int64 rowid;
@@ -137,6 +139,10 @@ static void cursorReset(CompleteCursor *c) {
   c->stmt = NULL;
   for (int i = 0; i < c->batch; i++) jobFree(c->slots[i]);
   free(c->slots);
+  for (int i = 0; i < c->n_spare; i++) seq_free(c->spare[i]);
+  free(c->spare);
+  c->spare = NULL;
+  c->n_spare = 0;
   c->slots = NULL;
   c->batch = 0;
   while (c->head) {
@@ -241,6 +247,16 @@ static int fill(CompleteCursor *c, char *err, size_t errlen) {
     else p.seed = gpt2_random_seed();
     j->kv_need = (int)ids.n + p.max_tokens;
     if (j->kv_need > c->m->cfg.n_positions) j->kv_need = c->m->cfg.n_positions;
+    /* A spare cache is charged what it holds; when that is over the cap,
+    ** a fresh one of the right size is made instead. */
+    Gpt2Seq *spare = c->n_spare ? c->spare[c->n_spare - 1] : NULL;
+    if (!rc && spare && spare->cap > j->kv_need &&
+        gpt2_check_kv(conn, c->m, "gpt2_complete", 1, c->kv_live + spare->cap, err, errlen)) {
+      seq_free(spare);
+      spare = NULL;
+      c->n_spare--;
+    }
+    if (spare && spare->cap > j->kv_need) j->kv_need = spare->cap;
     if (!rc && gpt2_check_kv(conn, c->m, "gpt2_complete", 1, c->kv_live + j->kv_need, err,
                              errlen)) {
       idvec_free(&ids);
@@ -251,7 +267,8 @@ static int fill(CompleteCursor *c, char *err, size_t errlen) {
     if (!rc) {
       j->started = 1;
       rc = gen_prepare(&j->gen, c->m, conn->scratch, &conn->ctr, ids.v, (int)ids.n, &p,
-                       conn->prefix_reuse ? &c->pfx : NULL, msg, sizeof msg);
+                       conn->prefix_reuse ? &c->pfx : NULL, spare, msg, sizeof msg);
+      if (spare) c->n_spare--; /* taken over, even on failure */
     }
     if (rc) {
       idvec_free(&ids);
@@ -268,6 +285,10 @@ static int fill(CompleteCursor *c, char *err, size_t errlen) {
     }
     if (j->gen.done) {
       idvec_free(&ids);
+      if (c->n_spare < c->batch) { /* never fed: its cache serves the next row */
+        c->spare[c->n_spare++] = j->gen.seq;
+        j->gen.seq = NULL;
+      }
       enqueue(c, j); /* nothing to generate (max_tokens 0, full context) */
     } else {
       c->slots[s] = j;
@@ -284,9 +305,8 @@ static int fill(CompleteCursor *c, char *err, size_t errlen) {
 static int advance(CompleteCursor *c, char *err, size_t errlen) {
   Gpt2Gen **gens = malloc((size_t)c->batch * sizeof *gens);
   int *toks = malloc((size_t)c->batch * sizeof *toks);
-  double *lps = malloc((size_t)c->batch * sizeof *lps);
   int *who = malloc((size_t)c->batch * sizeof *who);
-  int rc = (!gens || !toks || !lps || !who) ? GPT2_NOMEM : GPT2_OK;
+  int rc = (!gens || !toks || !who) ? GPT2_NOMEM : GPT2_OK;
   while (!rc && !c->head) {
     rc = fill(c, err, errlen);
     if (rc || c->head) break;
@@ -298,7 +318,7 @@ static int advance(CompleteCursor *c, char *err, size_t errlen) {
       }
     if (!n) break; /* query exhausted, nothing live */
     char msg[GPT2_ERRLEN];
-    rc = gen_next_batch(gens, n, toks, lps, msg, sizeof msg);
+    rc = gen_next_batch(gens, n, toks, NULL, msg, sizeof msg);
     if (rc == GPT2_ERROR || rc == GPT2_INTERRUPTED) gpt2_errorf(err, errlen, "gpt2_complete: %s", msg);
     for (int i = 0; !rc && i < n; i++) {
       Job *j = c->slots[who[i]];
@@ -307,13 +327,16 @@ static int advance(CompleteCursor *c, char *err, size_t errlen) {
         c->slots[who[i]] = NULL;
         c->kv_live -= j->kv_need;
         if (c->prev == j) c->prev = NULL; /* its state leaves with it */
+        if (c->n_spare < c->batch) { /* its cache serves the next row */
+          c->spare[c->n_spare++] = j->gen.seq;
+          j->gen.seq = NULL;
+        }
         enqueue(c, j);
       }
     }
   }
   free(gens);
   free(toks);
-  free(lps);
   free(who);
   return rc;
 }
@@ -405,7 +428,8 @@ static int completeFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxS
   c->m = model_retain(e->model);
   if (!conn->scratch && !(conn->scratch = scratch_new())) return SQLITE_NOMEM;
   c->slots = calloc((size_t)batch, sizeof *c->slots);
-  if (!c->slots) return SQLITE_NOMEM;
+  c->spare = calloc((size_t)batch, sizeof *c->spare);
+  if (!c->slots || !c->spare) return SQLITE_NOMEM;
   c->batch = batch;
   const char *sql = (const char *)sqlite3_value_text(args[0]);
   const char *tail = NULL;
