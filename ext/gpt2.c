@@ -8,7 +8,7 @@
 **
 ** Functions (README.md has the full reference):
 **   gpt2_version()                      extension version
-**   gpt2_load(dir [, name])             load a checkpoint; JSON summary
+**   gpt2_load(dir [, name [, weights]]) load a checkpoint; JSON summary
 **   gpt2_info()                         summary of the current model + counters
 **   gpt2_tokenize(text)                 JSON array of ids (JSON subtype)
 **   gpt2_detokenize(ids)                text
@@ -29,6 +29,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 
@@ -63,6 +64,11 @@ static int find_entry(const Gpt2Conn *c, const char *name) {
   return -1;
 }
 
+/* gpt2_load's weights argument: model.h's in-memory formats; [0] is the
+** default. */
+static const char *const WEIGHTS[] = {"f32", "f16", "bf16", "q8"};
+#define N_WEIGHTS (sizeof WEIGHTS / sizeof WEIGHTS[0])
+
 static int file_exists(const char *dir, const char *name) {
   char *p = gpt2_path_join(dir, name);
   struct stat st;
@@ -71,10 +77,12 @@ static int file_exists(const char *dir, const char *name) {
   return ok;
 }
 
-/* Load dir under name and make it current. A failure leaves everything as
-** it was; the same path under the same name is a no-op. */
-static int conn_load(Gpt2Conn *c, const char *dir, const char *name, int *out_idx, char *err,
-                     size_t errlen) {
+/* Load dir under name with the matrices in format weights (a WEIGHTS name)
+** and make it current. A failure leaves everything as it was; the same path
+** and format under the same name is a no-op (a tokenizer-only directory has
+** no format, so there the path alone decides). */
+static int conn_load(Gpt2Conn *c, const char *dir, const char *name, const char *weights,
+                     int *out_idx, char *err, size_t errlen) {
   char *canon = realpath(dir, NULL);
   if (!canon) return gpt2_errorf(err, errlen, "cannot open model directory '%s': %s", dir,
                                  strerror(errno));
@@ -84,7 +92,9 @@ static int conn_load(Gpt2Conn *c, const char *dir, const char *name, int *out_id
     return gpt2_errorf(err, errlen, "'%s' is not a directory", dir);
   }
   int idx = find_entry(c, name);
-  if (idx >= 0 && strcmp(c->entries[idx].path, canon) == 0) {
+  const Gpt2Model *had = idx >= 0 ? c->entries[idx].model : NULL;
+  if (idx >= 0 && strcmp(c->entries[idx].path, canon) == 0 &&
+      (!had || strcmp(had->weights, weights) == 0)) {
     free(canon);
     c->current = idx;
     *out_idx = idx;
@@ -93,7 +103,8 @@ static int conn_load(Gpt2Conn *c, const char *dir, const char *name, int *out_id
   Gpt2Entry e = {0};
   int rc;
   if (file_exists(canon, "model.safetensors") || file_exists(canon, "config.json")) {
-    rc = model_load(canon, &e.model, err, errlen);
+    Gpt2LoadOptions o = {.weights = weights};
+    rc = model_load_opts(canon, &o, &e.model, err, errlen);
     if (rc == GPT2_OK) e.tok = e.model->tok;
   } else {
     rc = tok_load(canon, &e.tok, err, errlen);
@@ -153,7 +164,7 @@ Gpt2Entry *gpt2_conn_entry(Gpt2Conn *c, const char *fname, int need_weights, cha
     if (env && *env) {
       char lerr[GPT2_ERRLEN];
       int idx;
-      int rc = conn_load(c, env, "default", &idx, lerr, sizeof lerr);
+      int rc = conn_load(c, env, "default", WEIGHTS[0], &idx, lerr, sizeof lerr);
       if (rc == GPT2_NOMEM) {
         if (err && errlen) err[0] = 0; /* an empty message means SQLITE_NOMEM */
         return NULL;
@@ -491,6 +502,7 @@ static json_t *entry_summary(const Gpt2Entry *e) {
     bad |= json_object_set_new(j, "vocab_size", json_integer(c->vocab_size));
     bad |= json_object_set_new(j, "n_params", json_integer(e->model->n_params));
     bad |= json_object_set_new(j, "dtype", json_string(e->model->dtype));
+    bad |= json_object_set_new(j, "weights", json_string(e->model->weights));
     bad |= json_object_set_new(j, "bytes", json_integer((json_int_t)e->model->weight_bytes));
     bad |= json_object_set_new(j, "eos_token_id", json_integer(c->eos_id));
   } else {
@@ -536,14 +548,36 @@ static void fn_load(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     }
     if (!valid) name = NULL; /* OOM */
   }
+  char err[GPT2_ERRLEN], msg[GPT2_ERRLEN + 32];
+  const char *weights = WEIGHTS[0];
+  if (argc > 2 && sqlite3_value_type(argv[2]) != SQLITE_NULL) {
+    int t = sqlite3_value_type(argv[2]);
+    const char *w = t == SQLITE_TEXT ? (const char *)sqlite3_value_text(argv[2]) : NULL;
+    if (t == SQLITE_TEXT && !w) {
+      sqlite3_result_error_nomem(ctx);
+      return;
+    }
+    weights = NULL;
+    for (size_t i = 0; w && i < N_WEIGHTS; i++)
+      if (strcasecmp(w, WEIGHTS[i]) == 0) weights = WEIGHTS[i];
+    if (!weights) {
+      if (t == SQLITE_TEXT)
+        gpt2_errorf(msg, sizeof msg, "gpt2_load: argument 3 (weights) = '%.64s' is not one of "
+                    "'f32', 'f16', 'bf16', 'q8'", w);
+      else
+        gpt2_errorf(msg, sizeof msg, "gpt2_load: argument 3 (weights) must be TEXT, one of "
+                    "'f32', 'f16', 'bf16', 'q8'; got %s", type_name(t));
+      result_error(ctx, GPT2_ERROR, msg);
+      return;
+    }
+  }
   const char *dir = (const char *)sqlite3_value_text(argv[0]);
   if (!dir || !name) {
     sqlite3_result_error_nomem(ctx);
     return;
   }
-  char err[GPT2_ERRLEN], msg[GPT2_ERRLEN + 32];
   int idx;
-  int rc = conn_load(c, dir, name, &idx, err, sizeof err);
+  int rc = conn_load(c, dir, name, weights, &idx, err, sizeof err);
   if (rc) {
     gpt2_errorf(msg, sizeof msg, "gpt2_load: %s", err);
     result_error(ctx, rc, msg);
@@ -918,6 +952,7 @@ static const struct {
     {"gpt2_version", 0, SQLITE_DETERMINISTIC, fn_version},
     {"gpt2_load", 1, SQLITE_DIRECTONLY | SQLITE_RESULT_SUBTYPE, fn_load},
     {"gpt2_load", 2, SQLITE_DIRECTONLY | SQLITE_RESULT_SUBTYPE, fn_load},
+    {"gpt2_load", 3, SQLITE_DIRECTONLY | SQLITE_RESULT_SUBTYPE, fn_load},
     {"gpt2_info", 0, SQLITE_RESULT_SUBTYPE, fn_info},
     {"gpt2_use", 1, SQLITE_RESULT_SUBTYPE, fn_use},
     {"gpt2_unload", 1, 0, fn_unload},

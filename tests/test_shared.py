@@ -1,0 +1,194 @@
+"""Weight formats, one copy of the weights per process, compute threads.
+
+- gpt2_load(dir, name, weights): f32 / f16 / bf16 / q8 load, show in the
+  summary, gpt2_info and gpt2_models, take the bytes model.h's layout says
+  (computed here from the config), and give logits close to f32's within the
+  tolerances below; a bad value is an error worded exactly; the same path and
+  name in another format reloads.
+"""
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from conftest import connect, one, err
+from make_checkpoint import write_checkpoint
+
+FORMATS = ["f32", "f16", "bf16", "q8"]
+KNB, KQB = 64, 64  # kernels.h: panel width, Q8 rows per scale block
+
+# Max |logit - f32 logit| / max |f32 logit| over a few prompts. Measured on
+# the `small` checkpoint: f16 1.0e-3, bf16 1.1e-2, q8 4.2e-2 (16-bit floats
+# keep 11 / 8 significant bits, q8 ~7 bits of each 64-row block's maximum);
+# the bounds leave about 3-5x headroom.
+TOL = {"f16": 5e-3, "bf16": 4e-2, "q8": 1.5e-1}
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("small"))
+    cfg, _ = write_checkpoint(d, n_layer=2, n_head=4, n_embd=128, n_positions=64, seed=7,
+                              return_weights=False)
+    return d, cfg
+
+
+def info(conn):
+    return json.loads(one(conn, "SELECT gpt2_info()"))
+
+
+def logits(conn, prompt):
+    return np.frombuffer(one(conn, "SELECT gpt2_logits(?)", prompt), "<f4")
+
+
+def r64(n):
+    return (n + 63) // 64 * 64
+
+
+def kmat_bytes(fmt, K, N):
+    """kernels.c's kmat_bytes: panels of 64 columns, Q8 adds block scales."""
+    npan = (N + KNB - 1) // KNB
+    size = {"f32": 4, "f16": 2, "bf16": 2, "q8": 1}[fmt]
+    b = r64(npan * K * KNB * size)
+    if fmt == "q8":
+        b += r64(npan * ((K + KQB - 1) // KQB) * KNB * 4)
+    return b
+
+
+def expected_bytes(cfg, fmt):
+    """(total, matrices) bytes of model.c's arena for a tied-head checkpoint."""
+    C, V, P, L = cfg["n_embd"], cfg["vocab_size"], cfg["n_positions"], cfg["n_layer"]
+    F = 4 * C
+    vec = r64(P * C * 4) + 2 * r64(C * 4)  # wpe, ln_f
+    vec += L * (4 * r64(C * 4) + r64(3 * C * 4) + 2 * r64(C * 4) + r64(F * 4))
+    mats = kmat_bytes(fmt, C, V)  # the tied head, wteᵀ
+    mats += L * (kmat_bytes(fmt, C, 3 * C) + kmat_bytes(fmt, C, C) + kmat_bytes(fmt, C, F)
+                 + kmat_bytes(fmt, F, C))
+    return vec + mats, mats
+
+
+# ---------------------------------------------------------------------------
+# weights option
+
+
+def test_each_format_loads_and_is_reported(small):
+    d, cfg = small
+    conn = connect()
+    f32 = None
+    for i, fmt in enumerate(FORMATS):
+        name = f"m_{fmt}"
+        s = json.loads(one(conn, "SELECT gpt2_load(?, ?, ?)", d, name, fmt.upper() if i % 2 else fmt))
+        assert s["weights"] == fmt and s["dtype"] == "F32"
+        total, mats = expected_bytes(cfg, fmt)
+        assert s["bytes"] == total, fmt
+        assert info(conn)["weights"] == fmt
+        if fmt == "f32":
+            f32 = (total, mats)
+        else:
+            vec = total - mats
+            ratio = mats / f32[1]
+            # f16/bf16: half the matrix bytes; q8: a quarter plus one f32 scale per
+            # 64 values (1/64 of the f32 bytes)
+            assert ratio == pytest.approx({"f16": 0.5, "bf16": 0.5, "q8": 0.25 + 1 / 64}[fmt],
+                                          abs=0.01), fmt
+            assert vec == f32[0] - f32[1]  # vectors and wpe stay f32
+        text = one(conn, "SELECT gpt2_generate('hello world', 8)")
+        assert isinstance(text, str) and len(text) > 0
+    rows = conn.execute("SELECT name, weights, bytes, dtype FROM gpt2_models").fetchall()
+    assert [(r[0], r[1]) for r in rows] == [(f"m_{f}", f) for f in FORMATS]
+    assert [r[2] for r in rows] == [expected_bytes(cfg, f)[0] for f in FORMATS]
+    # existing columns kept, weights added at the end
+    cols = [r[1] for r in conn.execute("SELECT * FROM pragma_table_info('gpt2_models')")]
+    assert cols == ["name", "path", "current", "n_layer", "n_embd", "n_params", "dtype", "bytes",
+                    "weights"]
+    conn.close()
+
+
+def test_default_and_null_are_f32(small):
+    d, _ = small
+    conn = connect()
+    assert json.loads(one(conn, "SELECT gpt2_load(?)", d))["weights"] == "f32"
+    assert json.loads(one(conn, "SELECT gpt2_load(?, 'b', NULL)", d))["weights"] == "f32"
+    assert json.loads(one(conn, "SELECT gpt2_load(?, NULL, 'Bf16')", d))["name"] == "default"
+    assert one(conn, "SELECT weights FROM gpt2_models WHERE name = 'default'") == "bf16"
+    conn.close()
+
+
+def test_formats_close_to_f32(small):
+    d, _ = small
+    conn = connect()
+    prompts = ["hello world", "the cat sat on", "a b c d e f g"]
+    ref = {}
+    errs = {}
+    for fmt in FORMATS:
+        one(conn, "SELECT gpt2_load(?, 'x', ?)", d, fmt)
+        got = np.array([logits(conn, p) for p in prompts])
+        if fmt == "f32":
+            ref = got
+            continue
+        rel = np.abs(got - ref).max() / np.abs(ref).max()
+        errs[fmt] = rel
+        assert 0 < rel <= TOL[fmt], (fmt, rel)  # > 0: really another format
+        # the greedy choice survives rounding on these prompts
+        assert (got.argmax(1) == ref.argmax(1)).all(), fmt
+    assert errs["f16"] < errs["bf16"] < errs["q8"]
+    conn.close()
+
+
+@pytest.mark.parametrize("value,msg", [
+    ("'q4'", "gpt2_load: argument 3 (weights) = 'q4' is not one of 'f32', 'f16', 'bf16', 'q8'"),
+    ("''", "gpt2_load: argument 3 (weights) = '' is not one of 'f32', 'f16', 'bf16', 'q8'"),
+    ("'f32 '", "gpt2_load: argument 3 (weights) = 'f32 ' is not one of 'f32', 'f16', 'bf16', "
+     "'q8'"),
+    ("8", "gpt2_load: argument 3 (weights) must be TEXT, one of 'f32', 'f16', 'bf16', 'q8'; "
+     "got INTEGER"),
+    ("x'6638'", "gpt2_load: argument 3 (weights) must be TEXT, one of 'f32', 'f16', 'bf16', "
+     "'q8'; got BLOB"),
+])
+def test_bad_weights_value(small, value, msg):
+    d, _ = small
+    conn = connect()
+    one(conn, "SELECT gpt2_load(?, 'keep')", d)
+    assert err(conn, f"SELECT gpt2_load(?, 'keep', {value})", d) == msg
+    # nothing changed
+    assert conn.execute("SELECT name, weights FROM gpt2_models").fetchall() == [("keep", "f32")]
+    conn.close()
+
+
+def test_same_path_and_name_other_format_reloads(small):
+    d, cfg = small
+    conn = connect()
+    one(conn, "SELECT gpt2_load(?)", d)
+    a = logits(conn, "hello")
+    s = json.loads(one(conn, "SELECT gpt2_load(?, 'default', 'q8')", d))
+    assert s["weights"] == "q8" and s["bytes"] == expected_bytes(cfg, "q8")[0]
+    assert conn.execute("SELECT name, weights FROM gpt2_models").fetchall() == [("default", "q8")]
+    b = logits(conn, "hello")
+    assert not np.array_equal(a, b)
+    # the same format again is a no-op: the prefix cache of the last call
+    # survives it (a reload drops it); back to f32 gives f32's logits again
+    assert json.loads(one(conn, "SELECT gpt2_load(?, 'default', 'Q8')", d)) == s
+    before = info(conn)["counters"]["prefix_reused"]
+    logits(conn, "hello world")
+    assert info(conn)["counters"]["prefix_reused"] > before
+    one(conn, "SELECT gpt2_load(?, 'default', 'f32')", d)
+    assert np.array_equal(logits(conn, "hello"), a)
+    conn.close()
+
+
+def test_tokenizer_only_ignores_weights(tmp_path, small):
+    d, _ = small
+    t = tmp_path / "tok"
+    t.mkdir()
+    for f in ("vocab.json", "merges.txt"):
+        (t / f).write_bytes(open(f"{d}/{f}", "rb").read())
+    conn = connect()
+    s = json.loads(one(conn, "SELECT gpt2_load(?, 't', 'q8')", str(t)))
+    assert s["weights"] is False
+    assert one(conn, "SELECT weights FROM gpt2_models") is None
+    assert json.loads(one(conn, "SELECT gpt2_load(?, 't', 'f16')", str(t)))["weights"] is False
+    assert one(conn, "SELECT gpt2_token_count('hello world')") > 0
+    # a bad value is still an error
+    assert err(conn, "SELECT gpt2_load(?, 't', 'int4')", str(t)).startswith(
+        "gpt2_load: argument 3 (weights) = 'int4' is not one of")
+    conn.close()
