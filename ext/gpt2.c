@@ -20,6 +20,7 @@
 ** "gpt2_<fn>: <what is wrong>". All state lives in a Gpt2Conn per connection.
 */
 #include "gpt2.h"
+#include "registry.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -41,7 +42,7 @@ SQLITE_EXTENSION_INIT1
 
 /* Free an entry; the caller drops any prefix state computed with it. */
 static void entry_clear(Gpt2Entry *e) {
-  if (e->model) model_release(e->model); /* generations may still hold it */
+  if (e->model) registry_unuse(e->model); /* generations may still hold it */
   else if (e->tok) tok_free(e->tok);
   free(e->name);
   free(e->path);
@@ -103,8 +104,7 @@ static int conn_load(Gpt2Conn *c, const char *dir, const char *name, const char 
   Gpt2Entry e = {0};
   int rc;
   if (file_exists(canon, "model.safetensors") || file_exists(canon, "config.json")) {
-    Gpt2LoadOptions o = {.weights = weights};
-    rc = model_load_opts(canon, &o, &e.model, err, errlen);
+    rc = registry_load(canon, weights, &e.model, err, errlen); /* shared when loaded */
     if (rc == GPT2_OK) e.tok = e.model->tok;
   } else {
     rc = tok_load(canon, &e.tok, err, errlen);
@@ -504,6 +504,7 @@ static json_t *entry_summary(const Gpt2Entry *e) {
     bad |= json_object_set_new(j, "dtype", json_string(e->model->dtype));
     bad |= json_object_set_new(j, "weights", json_string(e->model->weights));
     bad |= json_object_set_new(j, "bytes", json_integer((json_int_t)e->model->weight_bytes));
+    bad |= json_object_set_new(j, "users", json_integer(registry_users(e->model)));
     bad |= json_object_set_new(j, "eos_token_id", json_integer(c->eos_id));
   } else {
     bad |= json_object_set_new(j, "vocab_size", json_integer(tok_vocab_size(e->tok)));

@@ -5,9 +5,21 @@
   (computed here from the config), and give logits close to f32's within the
   tolerances below; a bad value is an error worded exactly; the same path and
   name in another format reloads.
+- Sharing (ext/registry.h), on a checkpoint of ~52 MB of weights: a second
+  connection's load of the same checkpoint and format adds almost nothing to
+  the process's RSS and shows users = 2; the model outlives the first
+  connection and is freed with the last (RSS falls back, a later load reads
+  the file again); another format or a rewritten file is a separate copy;
+  threads loading at once all share one copy and generate what a sequential
+  run does. RSS is measured in a fresh python process, away from pytest's
+  own allocations.
 """
 import json
-import struct
+import os
+import subprocess
+import sys
+import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -100,7 +112,7 @@ def test_each_format_loads_and_is_reported(small):
     # existing columns kept, weights added at the end
     cols = [r[1] for r in conn.execute("SELECT * FROM pragma_table_info('gpt2_models')")]
     assert cols == ["name", "path", "current", "n_layer", "n_embd", "n_params", "dtype", "bytes",
-                    "weights"]
+                    "weights", "users"]
     conn.close()
 
 
@@ -192,3 +204,184 @@ def test_tokenizer_only_ignores_weights(tmp_path, small):
     assert err(conn, "SELECT gpt2_load(?, 't', 'int4')", str(t)).startswith(
         "gpt2_load: argument 3 (weights) = 'int4' is not one of")
     conn.close()
+
+
+# ---------------------------------------------------------------------------
+# one copy per process
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """4 layers of width 512: ~52 MB of f32 weights (above glibc's largest
+    mmap threshold, so the arena is its own mapping and RSS shows it)."""
+    d = str(tmp_path_factory.mktemp("big"))
+    cfg, _ = write_checkpoint(d, n_layer=4, n_head=8, n_embd=512, n_positions=128, seed=11,
+                              return_weights=False)
+    assert expected_bytes(cfg, "f32")[0] >= 40 << 20
+    return d, cfg
+
+
+RSS_SCRIPT = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, sys.argv[2])
+    from conftest import connect, one
+
+    def rss():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+
+    def users(c):
+        return one(c, "SELECT users FROM gpt2_models WHERE name = 'default'")
+
+    d, out = sys.argv[1], {}
+    a, b = connect(), connect()
+    r0 = rss()
+    bytes_ = json.loads(one(a, "SELECT gpt2_load(?)", d))["bytes"]
+    r1 = rss()
+    one(b, "SELECT gpt2_load(?)", d)
+    r2 = rss()
+    out["bytes"] = bytes_
+    out["first"], out["second"] = r1 - r0, r2 - r1
+    out["users"] = [users(a), users(b), json.loads(one(b, "SELECT gpt2_info()"))["users"]]
+    gen = "SELECT gpt2_generate('hello world', 20)"
+    out["gen_a"], out["gen_b"] = one(a, gen), one(b, gen)
+    a.close()
+    out["users_after_a"] = users(b)
+    out["gen_b2"] = one(b, gen)
+    r3 = rss()
+    b.close()
+    r4 = rss()
+    out["freed"] = r3 - r4
+    c = connect()
+    one(c, "SELECT gpt2_load(?)", d)
+    out["reload"] = rss() - r4
+    out["users_c"] = users(c)
+    out["gen_c"] = one(c, gen)
+    print(json.dumps(out))
+""")
+
+
+def test_two_connections_share_one_copy(big):
+    d, _ = big
+    here = os.path.dirname(os.path.abspath(__file__))
+    res = subprocess.run([sys.executable, "-c", RSS_SCRIPT, d, here], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    r = json.loads(res.stdout)
+    w = r["bytes"]
+    assert r["first"] >= 0.9 * w, r  # the first load holds the weights
+    assert r["second"] < 0.1 * w, r  # the second shares them
+    assert r["users"] == [2, 2, 2]
+    assert r["gen_a"] == r["gen_b"] == r["gen_b2"] == r["gen_c"] and r["gen_a"]
+    assert r["users_after_a"] == 1
+    assert r["freed"] >= 0.9 * w, r  # freed with the last user: the table kept nothing
+    assert r["reload"] >= 0.9 * w, r  # so loading again reads the file again
+    assert r["users_c"] == 1
+
+
+def users(conn, name="default"):
+    return one(conn, "SELECT users FROM gpt2_models WHERE name = ?", name)
+
+
+def test_other_format_is_another_copy(small):
+    d, _ = small
+    a, b, c = connect(), connect(), connect()
+    one(a, "SELECT gpt2_load(?)", d)
+    one(b, "SELECT gpt2_load(?, 'default', 'f16')", d)
+    assert (users(a), users(b)) == (1, 1)
+    one(c, "SELECT gpt2_load(?, 'default', 'F16')", d)  # the format's spelling does not matter
+    assert (users(a), users(b), users(c)) == (1, 2, 2)
+    # one connection, two names, one copy
+    one(a, "SELECT gpt2_load(?, 'again')", d)
+    assert (users(a), users(a, "again")) == (2, 2)
+    one(a, "SELECT gpt2_unload('again')")
+    assert users(a) == 1
+    for x in (a, b, c):
+        x.close()
+
+
+def test_rewritten_checkpoint_loads_afresh(tmp_path):
+    d = str(tmp_path / "ck")
+    write_checkpoint(d, n_layer=1, n_head=2, n_embd=64, n_positions=32, seed=1,
+                     return_weights=False)
+    a = connect()
+    one(a, "SELECT gpt2_load(?)", d)
+    old = logits(a, "hello")
+    # Rewrite in place with other weights: same inode, same size, and the old
+    # mtime put back; only the ctime tells.
+    st = os.stat(os.path.join(d, "model.safetensors"))
+    write_checkpoint(d, n_layer=1, n_head=2, n_embd=64, n_positions=32, seed=2,
+                     return_weights=False)
+    for f in os.listdir(d):
+        os.utime(os.path.join(d, f), ns=(st.st_atime_ns, st.st_mtime_ns))
+    st2 = os.stat(os.path.join(d, "model.safetensors"))
+    assert (st2.st_ino, st2.st_size, st2.st_mtime_ns) == (st.st_ino, st.st_size, st.st_mtime_ns)
+    b = connect()
+    one(b, "SELECT gpt2_load(?)", d)
+    assert (users(a), users(b)) == (1, 1)
+    new = logits(b, "hello")
+    assert not np.array_equal(old, new)
+    assert np.array_equal(logits(a, "hello"), old)  # a keeps its copy
+    # a third connection shares the new copy
+    c = connect()
+    one(c, "SELECT gpt2_load(?)", d)
+    assert (users(b), users(c)) == (2, 2)
+    assert np.array_equal(logits(c, "hello"), new)
+    for x in (a, b, c):
+        x.close()
+
+
+def test_generations_keep_a_shared_model_alive(small):
+    d, _ = small
+    a, b = connect(), connect()
+    one(a, "SELECT gpt2_load(?)", d)
+    want = [r[0] for r in a.execute("SELECT token FROM gpt2_stream('hello', 12)")]
+    cur = a.execute("SELECT token FROM gpt2_stream('hello', 12)")
+    got = [cur.fetchone()[0]]
+    one(a, "SELECT gpt2_unload('default')")  # the open stream still holds the model
+    one(b, "SELECT gpt2_load(?)", d)  # and b shares it: it is alive
+    assert users(b) == 1
+    got += [r[0] for r in cur.fetchall()]
+    assert got == want
+    a.close()
+    assert "".join(want) == one(b, "SELECT gpt2_generate('hello', 12)")
+    b.close()
+
+
+@pytest.mark.parametrize("fmt", ["f32", "q8"])
+def test_threads_load_at_once(big, fmt):
+    d, _ = big
+    n = 4
+    seq = connect()
+    one(seq, "SELECT gpt2_load(?, 'default', ?)", d, fmt)
+    prompts = [f"thread {i} says" for i in range(n)]
+    want = [one(seq, "SELECT gpt2_generate(?, 12)", p) for p in prompts]
+    seq.close()  # nothing left loaded: the threads race to load first
+
+    start, loaded = threading.Barrier(n), threading.Barrier(n)
+    out, errors = [None] * n, []
+
+    def run(i):
+        try:
+            c = connect()
+            start.wait()
+            one(c, "SELECT gpt2_load(?, 'default', ?)", d, fmt)
+            loaded.wait()
+            u = users(c)
+            out[i] = (u, one(c, "SELECT gpt2_generate(?, 12)", prompts[i]))
+            loaded.wait()  # hold the model until everyone has read users
+            c.close()
+        except Exception as e:  # reported below
+            errors.append(repr(e))
+            start.abort()
+            loaded.abort()
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(300)
+    assert not errors
+    assert [o[0] for o in out] == [n] * n  # one copy for all
+    assert [o[1] for o in out] == want
