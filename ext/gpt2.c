@@ -21,6 +21,7 @@
 */
 #include "gpt2.h"
 #include "registry.h"
+#include "threadpool.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -146,11 +147,20 @@ static const struct {
     {"prefix_reuse", 0, 1, 1, offsetof(Gpt2Conn, prefix_reuse)},
     {"max_tokens_limit", 0, 1 << 20, 0, offsetof(Gpt2Conn, max_tokens_limit)},
     {"kv_memory_limit", 1 << 20, INT64_MAX, (int64_t)4 << 30, offsetof(Gpt2Conn, kv_memory_limit)},
+    /* default 0 stands for scratch_default_threads(), read when the
+    ** connection opens ($GPT2_THREADS, else the CPUs, at most 8) */
+    {"threads", 1, POOL_MAX_THREADS, 0, offsetof(Gpt2Conn, threads)},
 };
 #define N_SETTINGS (sizeof SETTINGS / sizeof SETTINGS[0])
 
 static int64_t *setting(Gpt2Conn *c, size_t i) {
   return (int64_t *)((char *)c + SETTINGS[i].offset);
+}
+
+Gpt2Scratch *gpt2_conn_scratch(Gpt2Conn *c) {
+  if (!c->scratch && !(c->scratch = scratch_new())) return NULL;
+  scratch_set_threads(c->scratch, (int)c->threads); /* a no-op unless it changed */
+  return c->scratch;
 }
 
 Gpt2Prefix *gpt2_conn_prefix(Gpt2Conn *c) {
@@ -613,6 +623,9 @@ static void fn_info(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   bad |= json_object_set_new(j, "counters", k);
   bad |= json_object_set_new(j, "settings", st);
   bad |= json_object_set_new(j, "version", json_string(GPT2_VERSION));
+  /* the CPU path the kernels take here ($GPT2_KERNEL or the best this CPU has) */
+  Gpt2Scratch *sc = gpt2_conn_scratch(c);
+  bad |= json_object_set_new(j, "kernel", sc ? json_string(scratch_kernel(sc)) : NULL);
   if (bad) {
     json_decref(j);
     j = NULL;
@@ -733,7 +746,7 @@ int gpt2_start(Gpt2Conn *c, const Gpt2Model *m, const char *fname, sqlite3 *db,
   memset(g, 0, sizeof *g);
   int rc = gpt2_check_kv(c, m, fname, 1, (int)ids->n + p->max_tokens, err, errlen);
   if (rc) return rc;
-  if (!c->scratch && !(c->scratch = scratch_new())) return GPT2_NOMEM;
+  if (!gpt2_conn_scratch(c)) return GPT2_NOMEM;
   p->stop = gpt2_interrupted;
   p->stop_arg = db;
   rc = gen_start(g, m, c->scratch, &c->ctr, ids->v, (int)ids->n, p, gpt2_conn_prefix(c), 1, msg,
@@ -861,12 +874,16 @@ static void fn_set(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     sqlite3_result_int64(ctx, *setting(c, i));
     *setting(c, i) = v;
     if (!c->prefix_reuse) prefix_clear(&c->prefix);
+    /* Between statements or rows no pool job runs, so a pool of the old
+    ** size can be joined now (a stream's next row makes the new one). */
+    if (c->scratch) scratch_set_threads(c->scratch, (int)c->threads);
     return;
   }
-  gpt2_errorf(msg, sizeof msg,
-              "gpt2_set: unknown setting '%.64s' (known: prefix_reuse, max_tokens_limit, "
-              "kv_memory_limit)",
-              key);
+  char known[128];
+  size_t k = 0;
+  for (size_t i = 0; i < N_SETTINGS; i++)
+    k += (size_t)snprintf(known + k, sizeof known - k, "%s%s", i ? ", " : "", SETTINGS[i].name);
+  gpt2_errorf(msg, sizeof msg, "gpt2_set: unknown setting '%.64s' (known: %s)", key, known);
   result_error(ctx, GPT2_ERROR, msg);
 }
 
@@ -981,6 +998,7 @@ int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *p
   if (!c) return SQLITE_NOMEM;
   c->current = -1;
   for (size_t i = 0; i < N_SETTINGS; i++) *setting(c, i) = SETTINGS[i].dflt;
+  c->threads = scratch_default_threads();
   c->refs = 1; /* held by this function until registration is over */
   int rc = SQLITE_OK;
   for (size_t i = 0; i < sizeof FUNCS / sizeof FUNCS[0] && rc == SQLITE_OK; i++) {

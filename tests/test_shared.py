@@ -13,6 +13,11 @@
   threads loading at once all share one copy and generate what a sequential
   run does. RSS is measured in a fresh python process, away from pytest's
   own allocations.
+- gpt2_set('threads', n): range errors; the default ($GPT2_THREADS, else the
+  CPUs, at most 8); n = 2 really starts a worker (counted in
+  /proc/self/task) and n = 1 joins it; greedy text identical for 1 and 2
+  threads through gpt2_generate, gpt2_stream and gpt2_complete.
+  gpt2_info() reports the kernel path ($GPT2_KERNEL honoured).
 """
 import json
 import os
@@ -385,3 +390,88 @@ def test_threads_load_at_once(big, fmt):
     assert not errors
     assert [o[0] for o in out] == [n] * n  # one copy for all
     assert [o[1] for o in out] == want
+
+
+# ---------------------------------------------------------------------------
+# compute threads
+
+
+@pytest.mark.parametrize("value,msg", [
+    ("0", "gpt2_set: argument 2 (threads) = 0 is out of range [1, 64]"),
+    ("65", "gpt2_set: argument 2 (threads) = 65 is out of range [1, 64]"),
+    ("-1", "gpt2_set: argument 2 (threads) = -1 is out of range [1, 64]"),
+    ("2.0", "gpt2_set: argument 2 (threads) must be an INTEGER, got REAL"),
+    ("'2'", "gpt2_set: argument 2 (threads) must be an INTEGER, got TEXT"),
+    ("NULL", "gpt2_set: argument 2 (threads) must be an INTEGER, got NULL"),
+])
+def test_threads_bad_values(small, value, msg):
+    conn = connect()
+    one(conn, "SELECT gpt2_load(?)", small[0])
+    before = info(conn)["settings"]["threads"]
+    assert err(conn, f"SELECT gpt2_set('threads', {value})") == msg
+    assert info(conn)["settings"]["threads"] == before
+    assert one(conn, "SELECT gpt2_set('threads', 64)") == before
+    assert one(conn, "SELECT gpt2_set('threads', 1)") == 64
+    conn.close()
+
+
+THREADS_SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    sys.path.insert(0, sys.argv[2])
+    from conftest import connect, one
+
+    def tasks():
+        return len(os.listdir("/proc/self/task"))
+
+    c = connect()
+    one(c, "SELECT gpt2_load(?)", sys.argv[1])
+    info = lambda: json.loads(one(c, "SELECT gpt2_info()"))
+    out = {"default": info()["settings"]["threads"], "kernel": info()["kernel"]}
+    gen = "SELECT gpt2_generate('a b c', 24)"
+    out["prev"] = one(c, "SELECT gpt2_set('threads', 1)")
+    out["t1"] = one(c, gen)
+    n1 = tasks()
+    one(c, "SELECT gpt2_set('threads', 2)")
+    out["info2"] = info()["settings"]["threads"]
+    out["t2"] = one(c, gen)
+    out["workers2"] = tasks() - n1
+    out["stream2"] = "".join(r[0] for r in c.execute("SELECT token FROM gpt2_stream('a b c', 24)"))
+    out["complete2"] = one(c, "SELECT completion FROM gpt2_complete('SELECT 1, ''a b c''', 24)")
+    one(c, "SELECT gpt2_set('threads', 1)")
+    out["workers1"] = tasks() - n1
+    out["t1b"] = one(c, gen)
+    print(json.dumps(out))
+""")
+
+
+def run_threads_script(d, **env):
+    here = os.path.dirname(os.path.abspath(__file__))
+    e = {k: v for k, v in os.environ.items() if k not in ("GPT2_THREADS", "GPT2_KERNEL")}
+    e.update(env, OPENBLAS_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-c", THREADS_SCRIPT, d, here], capture_output=True,
+                         text=True, timeout=300, env=e)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def test_threads_setting(small):
+    d, _ = small
+    r = run_threads_script(d)
+    cpus = min(len(os.sched_getaffinity(0)), 8)
+    assert r["default"] == r["prev"] == cpus
+    assert r["info2"] == 2
+    # threads = 2 really runs a worker thread, and going back to 1 joins it
+    assert r["workers2"] == 1 and r["workers1"] == 0, r
+    # the kernels are thread-invariant: identical greedy text on every path
+    assert r["t1"] == r["t2"] == r["t1b"] == r["stream2"] == r["complete2"] and r["t1"]
+    assert r["kernel"] in ("portable", "avx2", "avx512")
+
+
+def test_threads_default_from_env_and_kernel_reported(small):
+    d, _ = small
+    r = run_threads_script(d, GPT2_THREADS="3", GPT2_KERNEL="portable")
+    assert r["default"] == r["prev"] == 3
+    assert r["kernel"] == "portable"
+    assert r["t1"] == r["t2"]
+    r = run_threads_script(d, GPT2_THREADS="1000")  # clamped, not an error
+    assert r["default"] == 64
