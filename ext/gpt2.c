@@ -15,9 +15,13 @@
 **   gpt2_token_count(text)              integer
 **   gpt2_logits(prompt)                 BLOB of vocab_size float32 (LE)
 **   gpt2_generate(prompt [, max_tokens [, temperature [, top_k [, top_p [, seed]]]]])
+**   gpt2_use(name), gpt2_unload(name)   switch between / free loaded models
+**   gpt2_set(name, value)               connection settings (SETTINGS below)
 **
 ** This file only parses arguments, calls the modules and reports errors as
-** "gpt2_<fn>: <what is wrong>". All state lives in a Gpt2Conn per connection.
+** "gpt2_<fn>: <what is wrong>". All state lives in a Gpt2Conn per connection,
+** except the models themselves, which loads of the same checkpoint share
+** process-wide (registry.h; tokenizer-only entries stay per connection).
 */
 #include "gpt2.h"
 #include "registry.h"
