@@ -8,18 +8,24 @@
 **
 ** Functions (README.md has the full reference):
 **   gpt2_version()                      extension version
-**   gpt2_load(dir [, name])             load a checkpoint; JSON summary
+**   gpt2_load(dir [, name [, weights]]) load a checkpoint; JSON summary
 **   gpt2_info()                         summary of the current model + counters
 **   gpt2_tokenize(text)                 JSON array of ids (JSON subtype)
 **   gpt2_detokenize(ids)                text
 **   gpt2_token_count(text)              integer
 **   gpt2_logits(prompt)                 BLOB of vocab_size float32 (LE)
 **   gpt2_generate(prompt [, max_tokens [, temperature [, top_k [, top_p [, seed]]]]])
+**   gpt2_use(name), gpt2_unload(name)   switch between / free loaded models
+**   gpt2_set(name, value)               connection settings (SETTINGS below)
 **
 ** This file only parses arguments, calls the modules and reports errors as
-** "gpt2_<fn>: <what is wrong>". All state lives in a Gpt2Conn per connection.
+** "gpt2_<fn>: <what is wrong>". All state lives in a Gpt2Conn per connection,
+** except the models themselves, which loads of the same checkpoint share
+** process-wide (registry.h; tokenizer-only entries stay per connection).
 */
 #include "gpt2.h"
+#include "registry.h"
+#include "threadpool.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -29,6 +35,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 
@@ -40,7 +47,7 @@ SQLITE_EXTENSION_INIT1
 
 /* Free an entry; the caller drops any prefix state computed with it. */
 static void entry_clear(Gpt2Entry *e) {
-  if (e->model) model_release(e->model); /* generations may still hold it */
+  if (e->model) registry_unuse(e->model); /* generations may still hold it */
   else if (e->tok) tok_free(e->tok);
   free(e->name);
   free(e->path);
@@ -63,6 +70,11 @@ static int find_entry(const Gpt2Conn *c, const char *name) {
   return -1;
 }
 
+/* gpt2_load's weights argument: model.h's in-memory formats; [0] is the
+** default. */
+static const char *const WEIGHTS[] = {"f32", "f16", "bf16", "q8"};
+#define N_WEIGHTS (sizeof WEIGHTS / sizeof WEIGHTS[0])
+
 static int file_exists(const char *dir, const char *name) {
   char *p = gpt2_path_join(dir, name);
   struct stat st;
@@ -71,10 +83,12 @@ static int file_exists(const char *dir, const char *name) {
   return ok;
 }
 
-/* Load dir under name and make it current. A failure leaves everything as
-** it was; the same path under the same name is a no-op. */
-static int conn_load(Gpt2Conn *c, const char *dir, const char *name, int *out_idx, char *err,
-                     size_t errlen) {
+/* Load dir under name with the matrices in format weights (a WEIGHTS name)
+** and make it current. A failure leaves everything as it was; the same path
+** and format under the same name is a no-op (a tokenizer-only directory has
+** no format, so there the path alone decides). */
+static int conn_load(Gpt2Conn *c, const char *dir, const char *name, const char *weights,
+                     int *out_idx, char *err, size_t errlen) {
   char *canon = realpath(dir, NULL);
   if (!canon) return gpt2_errorf(err, errlen, "cannot open model directory '%s': %s", dir,
                                  strerror(errno));
@@ -84,7 +98,9 @@ static int conn_load(Gpt2Conn *c, const char *dir, const char *name, int *out_id
     return gpt2_errorf(err, errlen, "'%s' is not a directory", dir);
   }
   int idx = find_entry(c, name);
-  if (idx >= 0 && strcmp(c->entries[idx].path, canon) == 0) {
+  const Gpt2Model *had = idx >= 0 ? c->entries[idx].model : NULL;
+  if (idx >= 0 && strcmp(c->entries[idx].path, canon) == 0 &&
+      (!had || strcmp(had->weights, weights) == 0)) {
     free(canon);
     c->current = idx;
     *out_idx = idx;
@@ -93,7 +109,7 @@ static int conn_load(Gpt2Conn *c, const char *dir, const char *name, int *out_id
   Gpt2Entry e = {0};
   int rc;
   if (file_exists(canon, "model.safetensors") || file_exists(canon, "config.json")) {
-    rc = model_load(canon, &e.model, err, errlen);
+    rc = registry_load(canon, weights, &e.model, err, errlen); /* shared when loaded */
     if (rc == GPT2_OK) e.tok = e.model->tok;
   } else {
     rc = tok_load(canon, &e.tok, err, errlen);
@@ -135,11 +151,20 @@ static const struct {
     {"prefix_reuse", 0, 1, 1, offsetof(Gpt2Conn, prefix_reuse)},
     {"max_tokens_limit", 0, 1 << 20, 0, offsetof(Gpt2Conn, max_tokens_limit)},
     {"kv_memory_limit", 1 << 20, INT64_MAX, (int64_t)4 << 30, offsetof(Gpt2Conn, kv_memory_limit)},
+    /* default 0 stands for scratch_default_threads(), read when the
+    ** connection opens ($GPT2_THREADS, else the CPUs, at most 8) */
+    {"threads", 1, POOL_MAX_THREADS, 0, offsetof(Gpt2Conn, threads)},
 };
 #define N_SETTINGS (sizeof SETTINGS / sizeof SETTINGS[0])
 
 static int64_t *setting(Gpt2Conn *c, size_t i) {
   return (int64_t *)((char *)c + SETTINGS[i].offset);
+}
+
+Gpt2Scratch *gpt2_conn_scratch(Gpt2Conn *c) {
+  if (!c->scratch && !(c->scratch = scratch_new())) return NULL;
+  scratch_set_threads(c->scratch, (int)c->threads); /* a no-op unless it changed */
+  return c->scratch;
 }
 
 Gpt2Prefix *gpt2_conn_prefix(Gpt2Conn *c) {
@@ -153,7 +178,7 @@ Gpt2Entry *gpt2_conn_entry(Gpt2Conn *c, const char *fname, int need_weights, cha
     if (env && *env) {
       char lerr[GPT2_ERRLEN];
       int idx;
-      int rc = conn_load(c, env, "default", &idx, lerr, sizeof lerr);
+      int rc = conn_load(c, env, "default", WEIGHTS[0], &idx, lerr, sizeof lerr);
       if (rc == GPT2_NOMEM) {
         if (err && errlen) err[0] = 0; /* an empty message means SQLITE_NOMEM */
         return NULL;
@@ -491,7 +516,9 @@ static json_t *entry_summary(const Gpt2Entry *e) {
     bad |= json_object_set_new(j, "vocab_size", json_integer(c->vocab_size));
     bad |= json_object_set_new(j, "n_params", json_integer(e->model->n_params));
     bad |= json_object_set_new(j, "dtype", json_string(e->model->dtype));
+    bad |= json_object_set_new(j, "weights", json_string(e->model->weights));
     bad |= json_object_set_new(j, "bytes", json_integer((json_int_t)e->model->weight_bytes));
+    bad |= json_object_set_new(j, "users", json_integer(registry_users(e->model)));
     bad |= json_object_set_new(j, "eos_token_id", json_integer(c->eos_id));
   } else {
     bad |= json_object_set_new(j, "vocab_size", json_integer(tok_vocab_size(e->tok)));
@@ -536,14 +563,36 @@ static void fn_load(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     }
     if (!valid) name = NULL; /* OOM */
   }
+  char err[GPT2_ERRLEN], msg[GPT2_ERRLEN + 32];
+  const char *weights = WEIGHTS[0];
+  if (argc > 2 && sqlite3_value_type(argv[2]) != SQLITE_NULL) {
+    int t = sqlite3_value_type(argv[2]);
+    const char *w = t == SQLITE_TEXT ? (const char *)sqlite3_value_text(argv[2]) : NULL;
+    if (t == SQLITE_TEXT && !w) {
+      sqlite3_result_error_nomem(ctx);
+      return;
+    }
+    weights = NULL;
+    for (size_t i = 0; w && i < N_WEIGHTS; i++)
+      if (strcasecmp(w, WEIGHTS[i]) == 0) weights = WEIGHTS[i];
+    if (!weights) {
+      if (t == SQLITE_TEXT)
+        gpt2_errorf(msg, sizeof msg, "gpt2_load: argument 3 (weights) = '%.64s' is not one of "
+                    "'f32', 'f16', 'bf16', 'q8'", w);
+      else
+        gpt2_errorf(msg, sizeof msg, "gpt2_load: argument 3 (weights) must be TEXT, one of "
+                    "'f32', 'f16', 'bf16', 'q8'; got %s", type_name(t));
+      result_error(ctx, GPT2_ERROR, msg);
+      return;
+    }
+  }
   const char *dir = (const char *)sqlite3_value_text(argv[0]);
   if (!dir || !name) {
     sqlite3_result_error_nomem(ctx);
     return;
   }
-  char err[GPT2_ERRLEN], msg[GPT2_ERRLEN + 32];
   int idx;
-  int rc = conn_load(c, dir, name, &idx, err, sizeof err);
+  int rc = conn_load(c, dir, name, weights, &idx, err, sizeof err);
   if (rc) {
     gpt2_errorf(msg, sizeof msg, "gpt2_load: %s", err);
     result_error(ctx, rc, msg);
@@ -578,6 +627,9 @@ static void fn_info(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   bad |= json_object_set_new(j, "counters", k);
   bad |= json_object_set_new(j, "settings", st);
   bad |= json_object_set_new(j, "version", json_string(GPT2_VERSION));
+  /* the CPU path the kernels take here ($GPT2_KERNEL or the best this CPU has) */
+  Gpt2Scratch *sc = gpt2_conn_scratch(c);
+  bad |= json_object_set_new(j, "kernel", sc ? json_string(scratch_kernel(sc)) : NULL);
   if (bad) {
     json_decref(j);
     j = NULL;
@@ -698,7 +750,7 @@ int gpt2_start(Gpt2Conn *c, const Gpt2Model *m, const char *fname, sqlite3 *db,
   memset(g, 0, sizeof *g);
   int rc = gpt2_check_kv(c, m, fname, 1, (int)ids->n + p->max_tokens, err, errlen);
   if (rc) return rc;
-  if (!c->scratch && !(c->scratch = scratch_new())) return GPT2_NOMEM;
+  if (!gpt2_conn_scratch(c)) return GPT2_NOMEM;
   p->stop = gpt2_interrupted;
   p->stop_arg = db;
   rc = gen_start(g, m, c->scratch, &c->ctr, ids->v, (int)ids->n, p, gpt2_conn_prefix(c), 1, msg,
@@ -825,12 +877,16 @@ static void fn_set(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     sqlite3_result_int64(ctx, *setting(c, i));
     *setting(c, i) = v;
     if (!c->prefix_reuse) prefix_clear(&c->prefix);
+    /* Between statements or rows no pool job runs, so a pool of the old
+    ** size can be joined now (a stream's next row makes the new one). */
+    if (c->scratch) scratch_set_threads(c->scratch, (int)c->threads);
     return;
   }
-  gpt2_errorf(msg, sizeof msg,
-              "gpt2_set: unknown setting '%.64s' (known: prefix_reuse, max_tokens_limit, "
-              "kv_memory_limit)",
-              key);
+  char known[128];
+  size_t k = 0;
+  for (size_t i = 0; i < N_SETTINGS; i++)
+    k += (size_t)snprintf(known + k, sizeof known - k, "%s%s", i ? ", " : "", SETTINGS[i].name);
+  gpt2_errorf(msg, sizeof msg, "gpt2_set: unknown setting '%.64s' (known: %s)", key, known);
   result_error(ctx, GPT2_ERROR, msg);
 }
 
@@ -917,6 +973,7 @@ static const struct {
     {"gpt2_version", 0, SQLITE_DETERMINISTIC, fn_version},
     {"gpt2_load", 1, SQLITE_DIRECTONLY | SQLITE_RESULT_SUBTYPE, fn_load},
     {"gpt2_load", 2, SQLITE_DIRECTONLY | SQLITE_RESULT_SUBTYPE, fn_load},
+    {"gpt2_load", 3, SQLITE_DIRECTONLY | SQLITE_RESULT_SUBTYPE, fn_load},
     {"gpt2_info", 0, SQLITE_RESULT_SUBTYPE, fn_info},
     {"gpt2_use", 1, SQLITE_RESULT_SUBTYPE, fn_use},
     {"gpt2_unload", 1, 0, fn_unload},
@@ -944,6 +1001,7 @@ int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *p
   if (!c) return SQLITE_NOMEM;
   c->current = -1;
   for (size_t i = 0; i < N_SETTINGS; i++) *setting(c, i) = SETTINGS[i].dflt;
+  c->threads = scratch_default_threads();
   c->refs = 1; /* held by this function until registration is over */
   int rc = SQLITE_OK;
   for (size_t i = 0; i < sizeof FUNCS / sizeof FUNCS[0] && rc == SQLITE_OK; i++) {

@@ -12,6 +12,7 @@
 #include "generate.h"
 #include "model.h"
 #include "tokenizer.h"
+#include "transformer.h"
 
 #define GPT2_VERSION "0.1.0"
 #define GPT2_DEFAULT_MAX_TOKENS 32
@@ -39,7 +40,12 @@ typedef struct Gpt2Conn {
   int64_t prefix_reuse;      /* 1: reuse KV state of shared prompt prefixes */
   int64_t max_tokens_limit;  /* cap on max_tokens; 0 = the model's context */
   int64_t kv_memory_limit;   /* cap on KV-cache bytes one statement may need */
+  int64_t threads;           /* compute threads of this connection's calls */
 } Gpt2Conn;
+
+/* The connection's activation scratch (made on first use) with its thread
+** count set from the threads setting; NULL on OOM. */
+Gpt2Scratch *gpt2_conn_scratch(Gpt2Conn *c);
 
 /* KV-cache bytes n_seqs sequences of n_pos positions need; an error naming
 ** fname and the kv_memory_limit when that is above the cap. */

@@ -26,6 +26,7 @@
 #include "model.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -398,8 +399,18 @@ const Gpt2Model *model_retain(const Gpt2Model *m) {
   return m;
 }
 
+const Gpt2Model *model_try_retain(const Gpt2Model *m) {
+  Gpt2Model *w = (Gpt2Model *)m;
+  int r = m ? atomic_load(&w->refs) : 0;
+  while (r > 0 && !atomic_compare_exchange_weak(&w->refs, &r, r + 1)) {
+  }
+  return r > 0 ? m : NULL;
+}
+
 void model_release(const Gpt2Model *m) {
-  if (m && --((Gpt2Model *)m)->refs == 0) model_free((Gpt2Model *)m);
+  if (!m || --((Gpt2Model *)m)->refs != 0) return;
+  if (m->on_last_release) m->on_last_release(m);
+  model_free((Gpt2Model *)m);
 }
 
 static void model_free(Gpt2Model *m) {

@@ -70,6 +70,9 @@ typedef struct Gpt2Model {
   size_t weight_bytes;   /* bytes of weights held in memory (the arena) */
   void *arena;           /* owns all weight memory */
   _Atomic int refs;      /* holders: model_load's caller, generations, caches */
+  /* Called by the last model_release just before the model is freed (the
+  ** registry drops its entry, registry.h); NULL when nobody registered it. */
+  void (*on_last_release)(const struct Gpt2Model *m);
 } Gpt2Model;
 
 /* How to hold the weights (NULL options: all defaults). */
@@ -102,5 +105,8 @@ int model_load_opts(const char *dir, const Gpt2LoadOptions *o, Gpt2Model **out, 
 ** release frees the model. Safe across threads. */
 const Gpt2Model *model_retain(const Gpt2Model *m);
 void model_release(const Gpt2Model *m);
+/* model_retain unless the last reference is already gone (the model is
+** being freed): then NULL. For tables of weak pointers (registry.c). */
+const Gpt2Model *model_try_retain(const Gpt2Model *m);
 
 #endif

@@ -104,13 +104,17 @@ static int default_threads(void) {
   return n > DEFAULT_THREADS_MAX ? DEFAULT_THREADS_MAX : n;
 }
 
+int scratch_default_threads(void) {
+  const char *e = getenv("GPT2_THREADS");
+  long t = e && *e ? strtol(e, NULL, 10) : 0;
+  return t >= 1 ? (t > POOL_MAX_THREADS ? POOL_MAX_THREADS : (int)t) : default_threads();
+}
+
 Gpt2Scratch *scratch_new(void) {
   Gpt2Scratch *s = calloc(1, sizeof(Gpt2Scratch));
   if (!s) return NULL;
   s->path = kpath_choose(getenv("GPT2_KERNEL"));
-  const char *e = getenv("GPT2_THREADS");
-  long t = e && *e ? strtol(e, NULL, 10) : 0;
-  s->threads = t >= 1 ? (t > POOL_MAX_THREADS ? POOL_MAX_THREADS : (int)t) : default_threads();
+  s->threads = scratch_default_threads();
   return s;
 }
 

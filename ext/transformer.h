@@ -58,7 +58,11 @@ int seq_copy_prefix(Gpt2Seq *dst, const Gpt2Seq *src, const Gpt2Model *m, int n_
 
 Gpt2Scratch *scratch_new(void);                /* NULL on OOM */
 void scratch_free(Gpt2Scratch *s);             /* joins the pool's threads */
-/* Threads for later calls (n < 1: the default); returns the count set. */
+/* The default thread count: $GPT2_THREADS when set (clamped to 1 ..
+** POOL_MAX_THREADS), else the CPUs this process may use, at most 8. */
+int scratch_default_threads(void);
+/* Threads for later calls (n < 1: the default); returns the count set. A
+** pool of another size is joined now and the new one made on next use. */
 int scratch_set_threads(Gpt2Scratch *s, int n);
 int scratch_threads(const Gpt2Scratch *s);
 /* Kernel path by name ("portable", "avx2", "avx512"; other: the best);

@@ -426,7 +426,7 @@ static int completeFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxS
   ** replace this model (gpt2_unload('default') in the query freed it under
   ** the cursor: heap-use-after-free, found by tests/test_hostile.py). */
   c->m = model_retain(e->model);
-  if (!conn->scratch && !(conn->scratch = scratch_new())) return SQLITE_NOMEM;
+  if (!gpt2_conn_scratch(conn)) return SQLITE_NOMEM;
   c->slots = calloc((size_t)batch, sizeof *c->slots);
   c->spare = calloc((size_t)batch, sizeof *c->spare);
   if (!c->slots || !c->spare) return SQLITE_NOMEM;

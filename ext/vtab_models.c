@@ -2,19 +2,24 @@
 ** vtab_models.c — gpt2_models, an eponymous read-only table listing the
 ** models loaded on this connection.
 **
-**   SELECT name, path, current, n_layer, n_embd, n_params, dtype, bytes
+**   SELECT name, path, current, n_layer, n_embd, n_params, dtype, bytes, weights,
+**          users
 **     FROM gpt2_models;
 **
+** dtype is how the file stores the weights, weights how memory holds the
+** matrices (gpt2_load's third argument), bytes what that takes, users how
+** many loads in this process share that one copy (registry.h).
 ** Tokenizer-only entries have NULL model columns. Rows follow load order.
 */
 #include "gpt2.h"
+#include "registry.h"
 
 #include <string.h>
 
 SQLITE_EXTENSION_INIT3
 
 enum { COL_NAME, COL_PATH, COL_CURRENT, COL_N_LAYER, COL_N_EMBD, COL_N_PARAMS, COL_DTYPE,
-       COL_BYTES };
+       COL_BYTES, COL_WEIGHTS, COL_USERS };
 
 typedef struct ModelsVtab {
   sqlite3_vtab base; /* must be first */
@@ -34,7 +39,7 @@ static int modelsConnect(sqlite3 *db, void *pAux, int argc, const char *const *a
   int rc = sqlite3_declare_vtab(db,
                                 "CREATE TABLE x(name TEXT, path TEXT, current INTEGER, "
                                 "n_layer INTEGER, n_embd INTEGER, n_params INTEGER, "
-                                "dtype TEXT, bytes INTEGER)");
+                                "dtype TEXT, bytes INTEGER, weights TEXT, users INTEGER)");
   if (rc != SQLITE_OK) return rc;
   ModelsVtab *v = sqlite3_malloc(sizeof *v);
   if (!v) return SQLITE_NOMEM;
@@ -99,6 +104,8 @@ static int modelsColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col)
     case COL_N_PARAMS: if (m) sqlite3_result_int64(ctx, m->n_params); break;
     case COL_DTYPE: if (m) sqlite3_result_text(ctx, m->dtype, -1, SQLITE_TRANSIENT); break;
     case COL_BYTES: if (m) sqlite3_result_int64(ctx, (sqlite3_int64)m->weight_bytes); break;
+    case COL_WEIGHTS: if (m) sqlite3_result_text(ctx, m->weights, -1, SQLITE_TRANSIENT); break;
+    case COL_USERS: if (m) sqlite3_result_int(ctx, registry_users(m)); break;
     default: break;
   }
   return SQLITE_OK;
