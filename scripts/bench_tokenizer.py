@@ -51,7 +51,7 @@ def connect(so):
     return conn
 
 
-def load_ms(so, vocab_dir, runs=5):
+def load_ms(so, vocab_dir, runs=21):
     times = []
     for _ in range(runs):
         conn = connect(so)
@@ -109,7 +109,7 @@ def main():
 
     print("tokenizer benchmark: %.2f MB of English text (%d files: common-licenses, Vim docs, "
           "copyright files), pinned to CPU %d" % (nbytes / 1e6, nfiles, cpu))
-    print("  load vocab.json + merges.txt: %.1f ms median of 5 (min %.1f); on one core %.1f ms"
+    print("  load vocab.json + merges.txt: %.1f ms median of 21 (min %.1f); on one core %.1f ms"
           % (load_med, load_min, load1_med))
     print("    (for scale: Python's json.loads of vocab.json alone takes %.1f ms here)"
           % statistics.median(pyjson))
