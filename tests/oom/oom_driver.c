@@ -68,36 +68,36 @@ typedef struct Phase {
 
 /* %1$s in the SQL is the models directory. */
 static const Phase PHASES[] = {
-    {"open", NULL, NULL, NULL},
-    {"load", NULL, "SELECT gpt2_load('%1$s/micro')", NULL},
-    {"load-f16", NULL, "SELECT gpt2_load('%1$s/other', 'f16')", NULL},
-    {"load-tokenizer", NULL, "SELECT gpt2_load('%1$s/tok', 'tok')", NULL},
-    {"load-replace", "SELECT gpt2_load('%1$s/micro')", "SELECT gpt2_load('%1$s/other')", NULL},
-    {"load-broken", "SELECT gpt2_load('%1$s/micro')", "SELECT gpt2_load('%1$s/broken')", NULL},
-    {"autoload", NULL, "SELECT gpt2_generate('hello', 3)", "micro"},
-    {"info", "SELECT gpt2_load('%1$s/micro')", "SELECT gpt2_info()", NULL},
+    {"open", NULL, NULL, NULL, NULL},
+    {"load", NULL, "SELECT gpt2_load('%1$s/micro')", NULL, NULL},
+    {"load-f16", NULL, "SELECT gpt2_load('%1$s/other', 'f16')", NULL, NULL},
+    {"load-tokenizer", NULL, "SELECT gpt2_load('%1$s/tok', 'tok')", NULL, NULL},
+    {"load-replace", "SELECT gpt2_load('%1$s/micro')", "SELECT gpt2_load('%1$s/other')", NULL, NULL},
+    {"load-broken", "SELECT gpt2_load('%1$s/micro')", "SELECT gpt2_load('%1$s/broken')", NULL, NULL},
+    {"autoload", NULL, "SELECT gpt2_generate('hello', 3)", "micro", NULL},
+    {"info", "SELECT gpt2_load('%1$s/micro')", "SELECT gpt2_info()", NULL, NULL},
     {"tokenize", "SELECT gpt2_load('%1$s/micro')",
      "SELECT gpt2_tokenize('The quick brown fox <|endoftext|> caf\xc3\xa9 \xff'), "
-     "gpt2_token_count('hello hello'), gpt2_detokenize('[1, 2, 200, 276]')", NULL},
-    {"logits", "SELECT gpt2_load('%1$s/micro')", "SELECT hex(gpt2_logits('Hello there'))", NULL},
+     "gpt2_token_count('hello hello'), gpt2_detokenize('[1, 2, 200, 276]')", NULL, NULL},
+    {"logits", "SELECT gpt2_load('%1$s/micro')", "SELECT hex(gpt2_logits('Hello there'))", NULL, NULL},
     {"generate", "SELECT gpt2_load('%1$s/micro')",
      "SELECT gpt2_generate('Once upon', 10), gpt2_generate('Once upon a', 10, 0.8, 5, 0.9, 7)",
-     NULL},
+     NULL, NULL},
     {"stream", "SELECT gpt2_load('%1$s/micro')",
      "SELECT group_concat(token_id, ','), group_concat(token, '') "
-     "FROM gpt2_stream('The dog', 8, 0.9, 0, 1.0, 3)", NULL},
+     "FROM gpt2_stream('The dog', 8, 0.9, 0, 1.0, 3)", NULL, NULL},
     {"complete", "SELECT gpt2_load('%1$s/micro')",
      "SELECT key, completion, n_tokens FROM gpt2_complete('SELECT 1, ''ab'' UNION ALL "
      "SELECT 2, NULL UNION ALL SELECT 3, ''ab c'' UNION ALL SELECT 4, json(''[5, 6]'')', "
-     "5, 0.7, 0, 1.0, 9, 2)", NULL},
+     "5, 0.7, 0, 1.0, 9, 2)", NULL, NULL},
     {"models", "SELECT gpt2_load('%1$s/micro'), gpt2_load('%1$s/tok', 'tok')",
-     "SELECT name, current, n_params FROM gpt2_models; ", NULL},
+     "SELECT name, current, n_params FROM gpt2_models; ", NULL, NULL},
     {"use-unload", "SELECT gpt2_load('%1$s/micro'), gpt2_load('%1$s/tok', 'tok')",
      "SELECT gpt2_use('tok') IS NOT NULL, gpt2_unload('tok'), gpt2_use('default') IS NOT NULL",
      NULL, "SELECT gpt2_use('default')"},
     {"set", "SELECT gpt2_load('%1$s/micro')",
-     "SELECT gpt2_set('max_tokens_limit', 0), gpt2_set('prefix_reuse', 1)", NULL},
-    {"errors", "SELECT gpt2_load('%1$s/micro')", "SELECT gpt2_use('nope')", NULL},
+     "SELECT gpt2_set('max_tokens_limit', 0), gpt2_set('prefix_reuse', 1)", NULL, NULL},
+    {"errors", "SELECT gpt2_load('%1$s/micro')", "SELECT gpt2_use('nope')", NULL, NULL},
 };
 #define N_PHASES (sizeof PHASES / sizeof PHASES[0])
 
