@@ -41,7 +41,7 @@
 static char fz_fixture_dir[PATH_MAX];
 static char fz_work_dir[PATH_MAX];
 
-static void fz_cleanup(void) {
+static inline void fz_cleanup(void) {
   if (!fz_work_dir[0]) return;
   char cmd[PATH_MAX + 16];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", fz_work_dir);
@@ -50,7 +50,7 @@ static void fz_cleanup(void) {
 }
 
 /* Call from LLVMFuzzerInitialize: locate the fixtures, make the work dir. */
-static void fz_init(const char *argv0) {
+static inline void fz_init(const char *argv0) {
   const char *env = getenv("GPT2_FUZZ_FIXTURE");
   if (env && *env) {
     snprintf(fz_fixture_dir, sizeof fz_fixture_dir, "%s", env);
@@ -71,13 +71,13 @@ static void fz_init(const char *argv0) {
 }
 
 /* <fixture>/<rel>, in a static buffer per call site use. */
-static const char *fz_fixture(const char *rel, char *buf, size_t n) {
+static inline const char *fz_fixture(const char *rel, char *buf, size_t n) {
   snprintf(buf, n, "%s/%s", fz_fixture_dir, rel);
   return buf;
 }
 
 /* Make <work>/<sub> and return it in buf. */
-static const char *fz_subdir(const char *sub, char *buf, size_t n) {
+static inline const char *fz_subdir(const char *sub, char *buf, size_t n) {
   snprintf(buf, n, "%s/%s", fz_work_dir, sub);
   mkdir(buf, 0700);
   return buf;
@@ -85,7 +85,7 @@ static const char *fz_subdir(const char *sub, char *buf, size_t n) {
 
 /* Write data to dir/name (replacing it). Aborts on I/O failure: that is the
 ** harness's problem, not a finding. */
-static void fz_write(const char *dir, const char *name, const void *data, size_t n) {
+static inline void fz_write(const char *dir, const char *name, const void *data, size_t n) {
   char path[PATH_MAX];
   snprintf(path, sizeof path, "%s/%s", dir, name);
   int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -107,7 +107,7 @@ static void fz_write(const char *dir, const char *name, const void *data, size_t
 }
 
 /* Copy the file src to dir/name. */
-static void fz_copy(const char *src, const char *dir, const char *name) {
+static inline void fz_copy(const char *src, const char *dir, const char *name) {
   FILE *f = fopen(src, "rb");
   if (!f) {
     fprintf(stderr, "fuzz fixture missing: %s (run tests/fuzz/make_corpus.py)\n", src);
@@ -131,7 +131,7 @@ static void fz_copy(const char *src, const char *dir, const char *name) {
 }
 
 /* Nonzero when s[0..n) is valid UTF-8 (no surrogates, no overlongs). */
-static int fz_valid_utf8(const unsigned char *s, size_t n) {
+static inline int fz_valid_utf8(const unsigned char *s, size_t n) {
   size_t i = 0;
   while (i < n) {
     unsigned c = s[i];

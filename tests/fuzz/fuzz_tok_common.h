@@ -15,7 +15,7 @@
 
 /* Encode text; when must_succeed, an error (other than OOM) is a finding.
 ** On success the decoded ids must equal the sanitized text. */
-static void fz_roundtrip(const Tokenizer *t, const char *text, size_t n, int must_succeed,
+static inline void fz_roundtrip(const Tokenizer *t, const char *text, size_t n, int must_succeed,
                          const char *what) {
   IdVec ids = {0};
   char err[GPT2_ERRLEN];
@@ -48,7 +48,7 @@ out:
 }
 
 /* Stream ids as gen_take_text does; compare with tok_decode. */
-static void fz_stream(const Tokenizer *t, const int *ids, size_t n) {
+static inline void fz_stream(const Tokenizer *t, const int *ids, size_t n) {
   ByteBuf whole = {0}, out = {0}, pend = {0};
   char err[GPT2_ERRLEN];
   int V = tok_vocab_size(t), ok = 1;
@@ -88,7 +88,7 @@ out:
   buf_free(&pend);
 }
 
-static Tokenizer *fz_load_tok(const char *dir) {
+static inline Tokenizer *fz_load_tok(const char *dir) {
   Tokenizer *t = NULL;
   char err[GPT2_ERRLEN];
   if (tok_load(dir, &t, err, sizeof err) != GPT2_OK) {

@@ -29,6 +29,11 @@
 **      reference results;
 **   5. after sqlite3_close, the allocator's live blocks and SQLite's
 **      sqlite3_memory_used() must be back where they were before the open.
+** The sweep stops at the first N that no allocation reaches; that N - 1 must
+** equal the number of allocations the reference run made (counted with the
+** allocator armed at an unreachable N), so every allocation was failed once.
+** SQLite's lookaside is off, so its per-connection allocations (values
+** converted for the extension, results copied) go through the counter too.
 ** Any violation is printed and makes the exit status nonzero; ASan catches
 ** use-after-free and double frees on the error paths, LeakSanitizer (at exit)
 ** anything allocated outside the counted allocators and not freed.
@@ -38,6 +43,7 @@
 ** OpenBLAS, libc (realpath, fopen's buffers, pthread_create) and the dynamic
 ** loader. They fail, if ever, the way the real libraries do.
 */
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,36 +68,36 @@ typedef struct Phase {
 
 /* %1$s in the SQL is the models directory. */
 static const Phase PHASES[] = {
-    {"open", NULL, NULL, NULL},
-    {"load", NULL, "SELECT gpt2_load('%1$s/micro')", NULL},
-    {"load-f16", NULL, "SELECT gpt2_load('%1$s/other', 'f16')", NULL},
-    {"load-tokenizer", NULL, "SELECT gpt2_load('%1$s/tok', 'tok')", NULL},
-    {"load-replace", "SELECT gpt2_load('%1$s/micro')", "SELECT gpt2_load('%1$s/other')", NULL},
-    {"load-broken", "SELECT gpt2_load('%1$s/micro')", "SELECT gpt2_load('%1$s/broken')", NULL},
-    {"autoload", NULL, "SELECT gpt2_generate('hello', 3)", "micro"},
-    {"info", "SELECT gpt2_load('%1$s/micro')", "SELECT gpt2_info()", NULL},
+    {"open", NULL, NULL, NULL, NULL},
+    {"load", NULL, "SELECT gpt2_load('%1$s/micro')", NULL, NULL},
+    {"load-f16", NULL, "SELECT gpt2_load('%1$s/other', 'f16')", NULL, NULL},
+    {"load-tokenizer", NULL, "SELECT gpt2_load('%1$s/tok', 'tok')", NULL, NULL},
+    {"load-replace", "SELECT gpt2_load('%1$s/micro')", "SELECT gpt2_load('%1$s/other')", NULL, NULL},
+    {"load-broken", "SELECT gpt2_load('%1$s/micro')", "SELECT gpt2_load('%1$s/broken')", NULL, NULL},
+    {"autoload", NULL, "SELECT gpt2_generate('hello', 3)", "micro", NULL},
+    {"info", "SELECT gpt2_load('%1$s/micro')", "SELECT gpt2_info()", NULL, NULL},
     {"tokenize", "SELECT gpt2_load('%1$s/micro')",
      "SELECT gpt2_tokenize('The quick brown fox <|endoftext|> caf\xc3\xa9 \xff'), "
-     "gpt2_token_count('hello hello'), gpt2_detokenize('[1, 2, 200, 276]')", NULL},
-    {"logits", "SELECT gpt2_load('%1$s/micro')", "SELECT hex(gpt2_logits('Hello there'))", NULL},
+     "gpt2_token_count('hello hello'), gpt2_detokenize('[1, 2, 200, 276]')", NULL, NULL},
+    {"logits", "SELECT gpt2_load('%1$s/micro')", "SELECT hex(gpt2_logits('Hello there'))", NULL, NULL},
     {"generate", "SELECT gpt2_load('%1$s/micro')",
      "SELECT gpt2_generate('Once upon', 10), gpt2_generate('Once upon a', 10, 0.8, 5, 0.9, 7)",
-     NULL},
+     NULL, NULL},
     {"stream", "SELECT gpt2_load('%1$s/micro')",
      "SELECT group_concat(token_id, ','), group_concat(token, '') "
-     "FROM gpt2_stream('The dog', 8, 0.9, 0, 1.0, 3)", NULL},
+     "FROM gpt2_stream('The dog', 8, 0.9, 0, 1.0, 3)", NULL, NULL},
     {"complete", "SELECT gpt2_load('%1$s/micro')",
      "SELECT key, completion, n_tokens FROM gpt2_complete('SELECT 1, ''ab'' UNION ALL "
      "SELECT 2, NULL UNION ALL SELECT 3, ''ab c'' UNION ALL SELECT 4, json(''[5, 6]'')', "
-     "5, 0.7, 0, 1.0, 9, 2)", NULL},
+     "5, 0.7, 0, 1.0, 9, 2)", NULL, NULL},
     {"models", "SELECT gpt2_load('%1$s/micro'), gpt2_load('%1$s/tok', 'tok')",
-     "SELECT name, current, n_params FROM gpt2_models; ", NULL},
+     "SELECT name, current, n_params FROM gpt2_models; ", NULL, NULL},
     {"use-unload", "SELECT gpt2_load('%1$s/micro'), gpt2_load('%1$s/tok', 'tok')",
      "SELECT gpt2_use('tok') IS NOT NULL, gpt2_unload('tok'), gpt2_use('default') IS NOT NULL",
      NULL, "SELECT gpt2_use('default')"},
     {"set", "SELECT gpt2_load('%1$s/micro')",
-     "SELECT gpt2_set('max_tokens_limit', 0), gpt2_set('prefix_reuse', 1)", NULL},
-    {"errors", "SELECT gpt2_load('%1$s/micro')", "SELECT gpt2_use('nope')", NULL},
+     "SELECT gpt2_set('max_tokens_limit', 0), gpt2_set('prefix_reuse', 1)", NULL, NULL},
+    {"errors", "SELECT gpt2_load('%1$s/micro')", "SELECT gpt2_use('nope')", NULL, NULL},
 };
 #define N_PHASES (sizeof PHASES / sizeof PHASES[0])
 
@@ -219,6 +225,25 @@ static void run_phase(const Phase *ph, int mode, long max_n, Stats *st) {
     run(db, PROBE, &probe_ref);
     sqlite3_close(db);
   }
+  /* The allocations of the statement (or the open), counted: none fails. */
+  long ref_allocs;
+  {
+    int orc;
+    sqlite3 *db;
+    if (!ph->sql) {
+      oom_arm(LONG_MAX, OOM_ONCE);
+      db = open_db(&orc);
+      oom_disarm();
+    } else {
+      db = open_db(&orc);
+      if (ph->setup) run(db, ph->setup, &r);
+      oom_arm(LONG_MAX, OOM_ONCE);
+      run(db, ph->sql, &r);
+      oom_disarm();
+    }
+    ref_allocs = atomic_load(&oom_count);
+    sqlite3_close(db);
+  }
   memset(st, 0, sizeof *st);
   for (long n = 1; n <= max_n; n = n < 64 ? n + 1 : n + stride) {
     long live0 = oom_live();
@@ -249,6 +274,10 @@ static void run_phase(const Phase *ph, int mode, long max_n, Stats *st) {
         problem(ph->name, mname, n, "no allocation failed, yet the result differs: %s", r.msg);
       sqlite3_close(db);
       st->max_n = used; /* the allocations it made, all of them below n */
+      if (used != ref_allocs || (stride == 1 && st->tried != used))
+        problem(ph->name, mname, n, "the sweep ended after %ld allocations, tried %ld N, but the "
+                "statement makes %ld: not every allocation was failed", used, st->tried,
+                ref_allocs);
       break;
     }
     if (r.rc == SQLITE_OK) {
@@ -307,6 +336,11 @@ int main(int argc, char **argv) {
   }
   if (!models || stride < 1) {
     fprintf(stderr, "usage: %s MODELS_DIR [-v] [-phase NAME] [-max N] [-stride K]\n", argv[0]);
+    return 2;
+  }
+  /* No lookaside: SQLite's small per-connection allocations go to the counter. */
+  if (sqlite3_config(SQLITE_CONFIG_LOOKASIDE, 0, 0) != SQLITE_OK) {
+    fprintf(stderr, "cannot configure SQLite\n");
     return 2;
   }
   json_set_alloc_funcs(oom_malloc, oom_free);
