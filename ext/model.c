@@ -14,9 +14,9 @@
 **      converted once): vectors and wpe as they are, matrices packed into
 **      kernels.h panels (the tied head from wte, transposed), read in
 **      4 MB row chunks so no tensor-sized temporary exists, by two threads
-**      taking tensors in turn when the weights are 16 MB or more (copying, converting and the kernel's zeroing
-**      of fresh pages are most of a load: 0.45 s -> ~0.2 s for 124M); the
-**      file is closed
+**      taking tensors in turn when the weights are 16 MB or more (copying,
+**      converting and the kernel's zeroing of fresh pages are most of a
+**      load: 0.45 s -> ~0.2 s for 124M); the file is closed
 ** Any failure frees everything: a Gpt2Model is either complete or absent.
 **
 ** Tensor names (gpt2-facts.md, "model.safetensors"): bare ("wte.weight") or
