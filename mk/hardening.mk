@@ -40,6 +40,7 @@ SQL_SRCS      = ext/gpt2.c $(wildcard ext/vtab_*.c)
 CORE_SRCS     = $(filter-out $(SQL_SRCS),$(EXT_SRCS))
 SAN_UB       := -fsanitize=undefined -fno-sanitize-recover=undefined
 DBG          := -g -O1 -fno-omit-frame-pointer
+DRV_WARN     := -Wall -Wextra -Werror  # the drivers and fuzz harnesses, like the extension
 
 # ext_objs(DIR, COMPILE): objects DIR/x.o for every ext/x.c, compiled with COMPILE
 # (header dependencies tracked with -MMD). With ASan, kernels.c (AVX-512 intrinsics,
@@ -84,12 +85,12 @@ $(eval $(call sqlite_obj,$(SQLITE_ASAN),$(CLANG) $(DBG) -fsanitize=address))
 $(FUZZ_DIR)/bin/fuzz_sql: tests/fuzz/fuzz_sql.c $(FUZZ_HDRS) \
     $(call objs_in,$(FUZZ_DIR)/obj,$(EXT_SRCS)) $(SQLITE_ASAN)
 	@mkdir -p $(@D)
-	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer -I$(AMALG) -o $@ $< $(SQLITE_ASAN) \
+	$(CLANG) $(FUZZ_CFLAGS) $(DRV_WARN) -fsanitize=fuzzer -I$(AMALG) -o $@ $< $(SQLITE_ASAN) \
 	  $(call objs_in,$(FUZZ_DIR)/obj,$(EXT_SRCS)) $(HARD_LIBS)
 
 $(FUZZ_DIR)/bin/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_HDRS) $(call objs_in,$(FUZZ_DIR)/obj,$(CORE_SRCS))
 	@mkdir -p $(@D)
-	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< \
+	$(CLANG) $(FUZZ_CFLAGS) $(DRV_WARN) -fsanitize=fuzzer -o $@ $< \
 	  $(call objs_in,$(FUZZ_DIR)/obj,$(CORE_SRCS)) $(HARD_LIBS)
 
 # Fixtures and seeds, regenerated when their generators change.
@@ -170,7 +171,8 @@ VG_FLAGS := --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,ind
 $(eval $(call sqlite_obj,$(VG_DIR)/sqlite3.o,$(CC) -g -O1))
 
 $(VG_DIR)/workload: tests/drivers/workload.c $(VG_DIR)/sqlite3.o
-	$(CC) -g -O1 -std=c11 -D_GNU_SOURCE -I$(AMALG) -o $@ $< $(VG_DIR)/sqlite3.o -lpthread -ldl -lm
+	$(CC) -g -O1 -std=c11 -D_GNU_SOURCE $(DRV_WARN) -I$(AMALG) -o $@ $< $(VG_DIR)/sqlite3.o \
+	  -lpthread -ldl -lm
 
 test-valgrind: hard-deps vocab all $(VG_DIR)/workload $(DRV_MODELS)/.stamp
 	GPT2_THREADS=2 OPENBLAS_NUM_THREADS=1 $(VALGRIND) $(VG_FLAGS) --log-file=$(VG_DIR)/memcheck.log \
@@ -190,7 +192,7 @@ $(TSAN_DIR)/gpt2.so: $(call objs_in,$(TSAN_DIR)/obj,$(EXT_SRCS))
 	$(CLANG) -fsanitize=thread -fPIC -shared -pthread -o $@ $^ $(HARD_LIBS)
 
 $(TSAN_DIR)/threads: tests/drivers/threads.c $(TSAN_DIR)/sqlite3.o
-	$(CLANG) $(DBG) -fsanitize=thread -std=c11 -D_GNU_SOURCE -I$(AMALG) -o $@ $< \
+	$(CLANG) $(DBG) -fsanitize=thread -std=c11 -D_GNU_SOURCE $(DRV_WARN) -I$(AMALG) -o $@ $< \
 	  $(TSAN_DIR)/sqlite3.o -lpthread -ldl -lm
 
 test-tsan: hard-deps vocab $(TSAN_DIR)/gpt2.so $(TSAN_DIR)/threads $(DRV_MODELS)/.stamp
@@ -213,7 +215,7 @@ $(call objs_in,$(OOM_DIR)/obj,$(EXT_SRCS)): tests/oom/oom_alloc.h
 
 $(OOM_DIR)/oom_driver: tests/oom/oom_driver.c tests/oom/oom_alloc.c tests/oom/oom_alloc.h \
     tests/oom/oom_ctl.h $(call objs_in,$(OOM_DIR)/obj,$(EXT_SRCS)) $(SQLITE_ASAN)
-	$(CLANG) $(OOM_CFLAGS) -I$(AMALG) -o $@ tests/oom/oom_driver.c tests/oom/oom_alloc.c \
+	$(CLANG) $(OOM_CFLAGS) $(DRV_WARN) -I$(AMALG) -o $@ tests/oom/oom_driver.c tests/oom/oom_alloc.c \
 	  $(call objs_in,$(OOM_DIR)/obj,$(EXT_SRCS)) $(SQLITE_ASAN) $(HARD_LIBS)
 
 test-oom: hard-deps vocab $(OOM_DIR)/oom_driver $(DRV_MODELS)/.stamp
