@@ -205,24 +205,31 @@ static int step(Gpt2Gen *const *gs, int n, int decode, unsigned char *ready, cha
                 size_t errlen) {
   int rows = 0, wanted = 0, rc = GPT2_OK;
   if (n <= 0) return GPT2_OK;
-  for (int i = 0; i < n; i++)
-    if (decode && !gs[i]->done && !gs[i]->unfed.n && gs[i]->last >= 0) rows++;
+  /* rows of gs[i] this step: its decode row, or a chunk of its prompt */
+  int *take = calloc((size_t)n, sizeof *take);
+  unsigned char *prompt = calloc((size_t)n, 1);
+  if (!take || !prompt) {
+    free(take);
+    free(prompt);
+    return GPT2_NOMEM;
+  }
+  for (int i = 0; i < n; i++) {
+    const Gpt2Gen *g = gs[i];
+    take[i] = decode && !g->done && !g->unfed.n && g->last >= 0;
+    rows += take[i];
+  }
   int budget = rows < GEN_STEP_ROWS ? GEN_STEP_ROWS - rows : 0;
-  int *take = calloc((size_t)n, sizeof *take); /* prompt rows of gs[i] this step */
-  if (!take) return GPT2_NOMEM;
   for (int i = 0; i < n && budget; i++) {
     if (gs[i]->done || !gs[i]->unfed.n) continue;
     take[i] = gs[i]->unfed.n < (size_t)budget ? (int)gs[i]->unfed.n : budget;
+    prompt[i] = 1;
     budget -= take[i];
     rows += take[i];
   }
-  if (!rows) {
+  if (!rows || stopped(&gs[0]->p, err, errlen)) {
     free(take);
-    return GPT2_OK;
-  }
-  if (stopped(&gs[0]->p, err, errlen)) {
-    free(take);
-    return GPT2_INTERRUPTED;
+    free(prompt);
+    return rows ? GPT2_INTERRUPTED : GPT2_OK;
   }
   const Gpt2Model *m = gs[0]->m;
   size_t V = (size_t)m->cfg.vocab_size;
@@ -234,12 +241,11 @@ static int step(Gpt2Gen *const *gs, int n, int decode, unsigned char *ready, cha
   int r = 0;
   for (int i = 0; !rc && i < n; i++) {
     Gpt2Gen *g = gs[i];
-    int k = take[i] ? take[i] : decode && !g->done && !g->unfed.n && g->last >= 0;
-    const int *src = take[i] ? g->unfed.v : &g->last;
-    for (int t = 0; t < k; t++) {
+    const int *src = prompt[i] ? g->unfed.v : &g->last;
+    for (int t = 0; t < take[i]; t++) {
       ids[r] = src[t];
       seqs[r] = g->seq;
-      want[r] = t == k - 1 && (!take[i] || (size_t)take[i] == g->unfed.n);
+      want[r] = t == take[i] - 1 && (!prompt[i] || (size_t)take[i] == g->unfed.n);
       wanted += want[r++];
     }
   }
@@ -249,9 +255,9 @@ static int step(Gpt2Gen *const *gs, int n, int decode, unsigned char *ready, cha
   int w = 0;
   for (int i = 0; !rc && i < n; i++) {
     Gpt2Gen *g = gs[i];
-    int k = take[i] ? take[i] : decode && !g->done && !g->unfed.n && g->last >= 0;
+    int k = take[i];
     if (!k) continue;
-    const int *src = take[i] ? g->unfed.v : &g->last;
+    const int *src = prompt[i] ? g->unfed.v : &g->last;
     if (idvec_reserve(&g->fed, g->fed.n + (size_t)k)) {
       rc = GPT2_NOMEM;
       break;
@@ -263,12 +269,13 @@ static int step(Gpt2Gen *const *gs, int n, int decode, unsigned char *ready, cha
       memcpy(g->logits, logits + (size_t)w++ * V, V * sizeof *logits);
       ready[i] = 1;
     }
-    if (take[i]) { /* drop the fed rows from pending */
+    if (prompt[i]) { /* drop the fed rows from pending */
       memmove(g->unfed.v, g->unfed.v + k, (g->unfed.n - (size_t)k) * sizeof *src);
       g->unfed.n -= (size_t)k;
     }
   }
   free(take);
+  free(prompt);
   free(ids);
   free(seqs);
   free(want);

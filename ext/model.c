@@ -167,52 +167,6 @@ static int check_tensor(const Need *x, char *err, size_t errlen) {
   return GPT2_OK;
 }
 
-/* pread exactly n bytes at off. */
-static int pread_full(const StFile *f, void *buf, size_t n, uint64_t off, char *err,
-                      size_t errlen) {
-  unsigned char *p = buf;
-  while (n) {
-    ssize_t r = pread(f->fd, p, n, (off_t)off);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0)
-      return gpt2_errorf(err, errlen, ST_LABEL ": read error at byte %llu%s%s",
-                         (unsigned long long)off, r ? ": " : " (file truncated)",
-                         r ? strerror(errno) : "");
-    p += r;
-    n -= (size_t)r;
-    off += (uint64_t)r;
-  }
-  return GPT2_OK;
-}
-
-/* dst (nrows, cols) = rows r0.. of 2-D tensor t as float32 (F16/BF16
-** converted exactly; tmp16 holds nrows·cols halves). */
-static int read_rows(const StFile *f, const StTensor *t, uint64_t r0, size_t nrows, float *dst,
-                     uint16_t *tmp16, char *err, size_t errlen) {
-  size_t cols = (size_t)t->shape[1], n = nrows * cols, esz = t->dtype == ST_F32 ? 4 : 2;
-  uint64_t off = f->data_start + t->begin + r0 * cols * esz;
-  if (t->dtype == ST_F32) {
-    int rc = pread_full(f, dst, n * 4, off, err, errlen); /* bytes: alignment irrelevant */
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    for (size_t i = 0; !rc && i < n; i++) {
-      uint32_t u;
-      memcpy(&u, dst + i, 4);
-      u = __builtin_bswap32(u);
-      memcpy(dst + i, &u, 4);
-    }
-#endif
-    return rc;
-  }
-  int rc = pread_full(f, tmp16, n * 2, off, err, errlen);
-  if (rc) return rc;
-  const unsigned char *b = (const unsigned char *)tmp16;
-  for (size_t i = 0; i < n; i++) {
-    uint16_t h = (uint16_t)(b[2 * i] | (b[2 * i + 1] << 8)); /* little-endian */
-    dst[i] = t->dtype == ST_F16 ? st_f16_to_f32(h) : st_bf16_to_f32(h);
-  }
-  return GPT2_OK;
-}
-
 /* Rows of a packed tensor read per chunk: ~CHUNK_FLOATS, whole panels
 ** (PACK_COLS) or whole Q8 scale blocks (PACK_ROWS, q8). */
 static size_t chunk_rows(const Need *x, int type) {
@@ -223,14 +177,14 @@ static size_t chunk_rows(const Need *x, int type) {
 }
 
 /* Pack one 2-D tensor into x->mat, a chunk of rows at a time. */
-static int pack_tensor(const StFile *f, Need *x, int type, void *mem, float *buf,
-                       uint16_t *tmp16, char *err, size_t errlen) {
+static int pack_tensor(const StFile *f, Need *x, int type, void *mem, float *buf, char *err,
+                       size_t errlen) {
   size_t rows = (size_t)x->shape[0], cols = (size_t)x->shape[1], step = chunk_rows(x, type);
   if (x->kind == PACK_ROWS) kmat_init(x->mat, type, (int)rows, (int)cols, mem); /* W (K, N) */
   else kmat_init(x->mat, type, (int)cols, (int)rows, mem); /* Wᵀ (N, K) in the file */
   for (size_t r = 0; r < rows; r += step) {
     size_t nr = rows - r < step ? rows - r : step;
-    int rc = read_rows(f, x->t, r, nr, buf, tmp16, err, errlen);
+    int rc = st_read_f32_range(f, x->t, r * cols, nr * cols, buf, err, errlen);
     if (rc) return rc;
     if (x->kind == PACK_ROWS) kmat_pack_rows(x->mat, buf, cols, (int)r, (int)(r + nr));
     else kmat_pack_cols(x->mat, buf, cols, (int)r, (int)(r + nr));
@@ -272,7 +226,6 @@ typedef struct Fill {
 static void *fill_worker(void *arg) {
   Fill *F = arg;
   float *buf = malloc(F->chunk * sizeof(float));
-  uint16_t *tmp16 = malloc(F->chunk * sizeof(uint16_t));
   for (;;) {
     int i = atomic_fetch_add(&F->next, 1);
     if (i >= F->n) break;
@@ -280,13 +233,13 @@ static void *fill_worker(void *arg) {
     void *dst = F->arena + x->off;
     char err[GPT2_ERRLEN] = "";
     int rc;
-    if (!buf || !tmp16) {
+    if (!buf) {
       rc = GPT2_NOMEM;
     } else if (x->kind == PLAIN) {
       rc = st_read_f32(F->f, x->t, dst, err, sizeof err);
       *x->slot = dst;
     } else {
-      rc = pack_tensor(F->f, x, F->type, dst, buf, tmp16, err, sizeof err);
+      rc = pack_tensor(F->f, x, F->type, dst, buf, err, sizeof err);
     }
     if (rc) {
       pthread_mutex_lock(&F->mu);
@@ -300,7 +253,6 @@ static void *fill_worker(void *arg) {
     }
   }
   free(buf);
-  free(tmp16);
   return NULL;
 }
 

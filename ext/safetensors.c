@@ -365,18 +365,19 @@ const StTensor *st_find(const StFile *f, const char *name) {
 ** conversion
 */
 
-#define ST_CHUNK (1u << 20) /* elements per bounce-buffer read */
-
-int st_read_f32(const StFile *f, const StTensor *t, float *dst, char *err, size_t errlen) {
-  uint64_t off = f->data_start + t->begin;
+int st_read_f32_range(const StFile *f, const StTensor *t, uint64_t first, size_t n, float *dst,
+                      char *err, size_t errlen) {
+  if (first > t->numel || n > t->numel - first)
+    return gpt2_errorf(err, errlen, "%s: elements %llu..+%zu are outside tensor %s", f->label,
+                       (unsigned long long)first, n, t->name);
   if (t->dtype == ST_F32) {
     /* Raw little-endian bytes into the aligned destination: a byte copy, so
     ** the file's alignment is irrelevant (gpt2-facts.md, "ALIGNMENT"). */
-    size_t nbytes = (size_t)t->numel * 4;
-    int rc = read_at(f->fd, dst, nbytes, off, f->label, err, errlen);
+    int rc = read_at(f->fd, dst, n * 4, f->data_start + t->begin + first * 4, f->label, err,
+                     errlen);
     if (rc) return rc;
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    for (uint64_t i = 0; i < t->numel; i++) {
+    for (size_t i = 0; i < n; i++) {
       uint32_t u;
       memcpy(&u, dst + i, 4);
       u = __builtin_bswap32(u);
@@ -388,25 +389,23 @@ int st_read_f32(const StFile *f, const StTensor *t, float *dst, char *err, size_
   if (t->dtype != ST_F16 && t->dtype != ST_BF16)
     return gpt2_errorf(err, errlen, "%s: tensor %s has dtype %s; supported: F32, F16, BF16",
                        f->label, t->name, t->dtype_name);
-  unsigned char *buf = malloc((size_t)ST_CHUNK * 2);
-  if (!buf) return GPT2_NOMEM;
-  uint64_t done = 0;
-  while (done < t->numel) {
-    size_t k = t->numel - done < ST_CHUNK ? (size_t)(t->numel - done) : ST_CHUNK;
-    int rc = read_at(f->fd, buf, k * 2, off + done * 2, f->label, err, errlen);
-    if (rc) {
-      free(buf);
-      return rc;
-    }
-    float *out = dst + done;
-    if (t->dtype == ST_F16)
-      for (size_t i = 0; i < k; i++) out[i] = st_f16_to_f32(le16(buf + 2 * i));
-    else
-      for (size_t i = 0; i < k; i++) out[i] = st_bf16_to_f32(le16(buf + 2 * i));
-    done += k;
+  /* The halves go to the upper half of dst and are widened front to back:
+  ** float i (bytes 4i..4i+3) never reaches the half of element i+1 (byte
+  ** 2n+2i+2), so no bounce buffer is needed. */
+  unsigned char *raw = (unsigned char *)dst + 2 * n;
+  int rc = read_at(f->fd, raw, n * 2, f->data_start + t->begin + first * 2, f->label, err, errlen);
+  if (rc) return rc;
+  for (size_t i = 0; i < n; i++) {
+    uint16_t h = le16(raw + 2 * i);
+    dst[i] = t->dtype == ST_F16 ? st_f16_to_f32(h) : st_bf16_to_f32(h);
   }
-  free(buf);
   return GPT2_OK;
+}
+
+int st_read_f32(const StFile *f, const StTensor *t, float *dst, char *err, size_t errlen) {
+  if (t->numel > SIZE_MAX / 4) return gpt2_errorf(err, errlen, "%s: tensor %s is too large",
+                                                  f->label, t->name);
+  return st_read_f32_range(f, t, 0, (size_t)t->numel, dst, err, errlen);
 }
 
 void st_close(StFile *f) {

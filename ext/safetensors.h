@@ -76,6 +76,9 @@ const StTensor *st_find(const StFile *f, const char *name);
 /* Convert a F32, F16 or BF16 tensor to numel floats at dst (which need not
 ** relate to the file's alignment). Other dtypes: GPT2_ERROR naming it. */
 int st_read_f32(const StFile *f, const StTensor *t, float *dst, char *err, size_t errlen);
+/* The same for elements first .. first+n-1 (in file order) only. */
+int st_read_f32_range(const StFile *f, const StTensor *t, uint64_t first, size_t n, float *dst,
+                      char *err, size_t errlen);
 
 /* Close the file and free the table. */
 void st_close(StFile *f);

@@ -1325,7 +1325,6 @@ static void *merge_job(void *arg) {
 ** unit of its own); then every merge's parts and result must have an id. */
 static int link_vocab(Tokenizer *t, const MergeJob *job, const char *vocab_path, char *err,
                       size_t errlen) {
-  int32_t n_merge_units = t->n_units;
   int32_t *unit = malloc((size_t)t->vocab_size * sizeof *unit);
   if (!unit) return GPT2_NOMEM;
   uint32_t hq[LOOKAHEAD]; /* hashes of the ids k-LOOKAHEAD .. k-1 */
@@ -1345,7 +1344,6 @@ static int link_vocab(Tokenizer *t, const MergeJob *job, const char *vocab_path,
       *h = f->len ? tab_prefetch(&t->utab, t->vbytes + f->off, f->len) : 0;
     }
   }
-  (void)n_merge_units;
   t->vid = malloc((size_t)t->n_units * sizeof *t->vid);
   /* all SELF_UNKNOWN (zero bytes are a valid atomic uint8_t on every
   ** platform we build for) */

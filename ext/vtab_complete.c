@@ -182,6 +182,15 @@ static int common_prefix(const IdVec *a, const IdVec *b) {
   return (int)k;
 }
 
+/* A job that will not run the model again gives its KV-cache memory to
+** the next row. */
+static void recycle_seq(CompleteCursor *c, Job *j) {
+  if (c->n_spare < c->batch) {
+    c->spare[c->n_spare++] = j->gen.seq;
+    j->gen.seq = NULL;
+  }
+}
+
 /* Feed every slot's pending prompt rows now (batched). */
 static int feed_pending(CompleteCursor *c, char *err, size_t errlen) {
   Gpt2Gen **gens = malloc((size_t)c->batch * sizeof *gens);
@@ -285,10 +294,7 @@ static int fill(CompleteCursor *c, char *err, size_t errlen) {
     }
     if (j->gen.done) {
       idvec_free(&ids);
-      if (c->n_spare < c->batch) { /* never fed: its cache serves the next row */
-        c->spare[c->n_spare++] = j->gen.seq;
-        j->gen.seq = NULL;
-      }
+      recycle_seq(c, j); /* never fed */
       enqueue(c, j); /* nothing to generate (max_tokens 0, full context) */
     } else {
       c->slots[s] = j;
@@ -327,10 +333,7 @@ static int advance(CompleteCursor *c, char *err, size_t errlen) {
         c->slots[who[i]] = NULL;
         c->kv_live -= j->kv_need;
         if (c->prev == j) c->prev = NULL; /* its state leaves with it */
-        if (c->n_spare < c->batch) { /* its cache serves the next row */
-          c->spare[c->n_spare++] = j->gen.seq;
-          j->gen.seq = NULL;
-        }
+        recycle_seq(c, j);
         enqueue(c, j);
       }
     }
