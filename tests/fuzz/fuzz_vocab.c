@@ -21,16 +21,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   fz_write(dir, "vocab.json", data, size);
-  Tokenizer *t = NULL;
-  char err[GPT2_ERRLEN];
-  err[0] = 0;
-  int rc = tok_load(dir, &t, err, sizeof err);
-  if (rc == GPT2_NOMEM) return 0;
-  if (rc) {
-    FZ_CHECK(rc == GPT2_ERROR && !t, "rc %d", rc);
-    FZ_CHECK(strstr(err, "vocab.json") || strstr(err, "merges.txt"), "message: %s", err);
-    return 0;
-  }
+  Tokenizer *t = fz_try_tok(dir);
+  if (!t) return 0;
   int V = tok_vocab_size(t);
   FZ_CHECK(V >= 1 && V <= 10000001, "vocab size %d", V);
   int ids[64];
@@ -44,7 +36,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   fz_stream(t, ids, n);
   /* Text from the single-byte tokens it has: must encode and round-trip. */
-  char text[256];
+  char text[256], err[GPT2_ERRLEN];
   size_t tn = 0;
   for (int b = 0; b < 256; b++) {
     char c = (char)b;
