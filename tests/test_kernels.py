@@ -340,6 +340,32 @@ def test_typed_matmul(lib, sc, paths, wtype):
                                       full[r]), (wtype, path, r)
 
 
+@pytest.mark.parametrize("wtype,K", [("f32", 3000), ("f16", 4200), ("q8", 8300)])
+def test_k_chunked_panels_are_exact(lib, sc, paths, wtype, K):
+    """Panels too big for L2 (over 512 KB) are run in K chunks for 7..64 rows,
+    the chains parked between chunks: rows stay bitwise what one row alone
+    and the portable path give, for every epilogue (ADD: y is only read and
+    written after the last chunk)."""
+    rng = np.random.default_rng(K)
+    N = 70  # a ragged last panel
+    W, b = rand(rng, K, N), rand(rng, N)
+    Wp = Packed(lib, W, wtype=wtype)
+    x, y0 = rand(rng, 70, K), rand(rng, 70, N)
+    for epi in (STORE, GELU, ADD):
+        full = matmul(lib, sc, "portable", 1, Wp, b, x, epi, y0 if epi == ADD else None)
+        if epi == STORE:
+            Wd = rounded(W, wtype) if wtype != "f32" else W
+            x64 = x.astype(np.float64)
+            bound = (K + 2 * (K // KQB + 1)) * 2.0 ** -23 * (np.abs(x64) @ np.abs(Wd) + np.abs(b))
+            assert np.all(np.abs(full - (x64 @ Wd.astype(np.float64) + b)) <= bound + 1e-30)
+        for path in paths:
+            for threads in (1, 2):
+                for a, e in [(0, 7), (7, 15), (15, 47), (47, 70), (6, 70), (0, 64)]:
+                    got = matmul(lib, sc, path, threads, Wp, b, x[a:e], epi,
+                                 y0[a:e] if epi == ADD else None)
+                    assert np.array_equal(got, full[a:e]), (wtype, path, threads, epi, a, e)
+
+
 @pytest.fixture(scope="module")
 def typed_ckpt(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("typed"))

@@ -646,6 +646,30 @@ def test_sampler_matches_definition(lib, params):
     assert 17 not in got and 100 not in got
 
 
+def test_greedy_pick_edge_cases(lib):
+    """Greedy = the lowest id of the largest logit, NaN counting as -inf,
+    whatever the length (the blocked two-pass argmax has a scalar tail)."""
+    nan, inf = math.nan, math.inf
+    cases = [[nan], [nan, nan, nan], [nan, -inf, -inf], [-inf, nan, -inf], [nan, 1.0, 1.0],
+             [-inf] * 20 + [nan], [0.0] * 40, [-0.0, 0.0], [1.0] * 16 + [2.0] + [2.0] * 20]
+    g = np.random.default_rng(5)
+    for V in (15, 16, 17, 33, 50257):
+        x = np.round(g.standard_normal(V) * 3).astype(np.float32)  # ties
+        x[g.integers(0, V, 3)] = np.nan
+        cases.append(list(x))
+        y = x.copy()
+        y[V - 1] = 100.0  # the maximum in the tail
+        cases.append(list(y))
+    sp, rng, prm = Sampler(), Rng(), SampleParams(0.0, 0, 1.0)
+    for c in cases:
+        clean = [-inf if math.isnan(v) else v for v in c]
+        want = clean.index(max(clean))
+        buf = (ctypes.c_float * len(c))(*c)
+        assert lib.sampler_pick(ctypes.byref(sp), buf, len(c), ctypes.byref(prm), ctypes.byref(rng),
+                                None) == want, c[:40]
+    lib.sampler_free(ctypes.byref(sp))
+
+
 def test_sampler_frequencies(lib):
     """Empirical frequencies follow softmax(logits / T) over the top-k."""
     V, T, k, N = 50, 0.8, 6, 20000
