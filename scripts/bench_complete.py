@@ -36,23 +36,28 @@ def main():
                            (qq, NEW, batch)).fetchall()
         return time.perf_counter() - t, out
 
-    t_batch, out = complete(32)
-    same = all(one_by_one[k] == c for k, c, _ in out) and len(out) == ROWS
-    toks = sum(n for _, _, n in out)
+    # the machines are shared: batched runs are short, so repeat them and
+    # give the median and the best; the speed-up uses the median
+    runs = [complete(32) for _ in range(5)]
+    same = all(all(one_by_one[k] == c for k, c, _ in out) and len(out) == ROWS for _, out in runs)
+    toks = sum(n for _, _, n in runs[0][1])
+    ts = sorted(t for t, _ in runs)
+    t_batch, t_best = ts[len(ts) // 2], ts[0]
     print(f"## gpt2_complete vs gpt2_generate (124M shape, F32, {ROWS} rows x {NEW} new tokens)")
     print(f"| method | seconds | tokens/s |")
     print(f"|---|---|---|")
     print(f"| gpt2_generate, row at a time | {t_rows:.2f} | {toks / t_rows:.1f} |")
-    print(f"| gpt2_complete, batch_size 32 | {t_batch:.2f} | {toks / t_batch:.1f} |")
-    print(f"speed-up: {t_rows / t_batch:.2f}x; completions identical: {same}")
+    print(f"| gpt2_complete, batch_size 32, median of 5 | {t_batch:.2f} | {toks / t_batch:.1f} |")
+    print(f"| gpt2_complete, batch_size 32, best of 5 | {t_best:.2f} | {toks / t_best:.1f} |")
+    print(f"speed-up (median): {t_rows / t_batch:.2f}x; completions identical (all 5 runs): {same}")
     print()
     gf = sgemm_gflops(32, 3072, 768)
-    print(f"## tokens/s by batch size ({max(64, ROWS)} rows where the batch allows)")
+    print(f"## tokens/s by batch size ({max(64, ROWS)} rows where the batch allows; best of 3)")
     print("| batch_size | tokens/s | GFLOP/s (2 x params x tokens/s) | % of sgemm |")
     print("|---|---|---|---|")
     for b in (1, 4, 16, 32, 64):
         rows = max(b, 16) if b < 64 else 64
-        dt, out = complete(b, rows)
+        dt, out = min((complete(b, rows) for _ in range(3)), key=lambda r: r[0])
         tps = sum(n for _, _, n in out) / dt
         g = 2 * n_params * tps / 1e9
         print(f"| {b} | {tps:.1f} | {g:.1f} | {100 * g / gf:.0f}% |")
