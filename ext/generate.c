@@ -167,7 +167,9 @@ int gen_save_prefix(Gpt2Gen *g, Gpt2Prefix *pfx, int steal) {
 
 /* Choose the next token from g->logits and apply the stop rules. */
 static int pick(Gpt2Gen *g, int *tok, double *logprob) {
-  int id = sampler_pick(&g->sampler, g->logits, g->m->cfg.vocab_size, &g->p.sample, &g->rng,
+  const float *lg = g->pick_from ? g->pick_from : g->logits;
+  g->pick_from = NULL;
+  int id = sampler_pick(&g->sampler, lg, g->m->cfg.vocab_size, &g->p.sample, &g->rng,
                         logprob); /* NULL: not computed (a pass of exp over V) */
   if (id < 0) return GPT2_NOMEM;
   if (g->ctr) g->ctr->tokens_generated++;
@@ -265,8 +267,10 @@ static int step(Gpt2Gen *const *gs, int n, int decode, unsigned char *ready, cha
     memcpy(g->fed.v + g->fed.n, src, (size_t)k * sizeof *src);
     g->fed.n += (size_t)k;
     r += k;
-    if (want[r - 1]) {
-      memcpy(g->logits, logits + (size_t)w++ * V, V * sizeof *logits);
+    if (want[r - 1]) { /* a decode step's rows are picked before the next
+                          forward: they read the output in place */
+      if (decode) g->pick_from = logits + (size_t)w++ * V;
+      else memcpy(g->logits, logits + (size_t)w++ * V, V * sizeof *logits);
       ready[i] = 1;
     }
     if (prompt[i]) { /* drop the fed rows from pending */
@@ -309,6 +313,7 @@ int gen_next_batch(Gpt2Gen *const *gs, int n, int *toks, double *logprobs, char 
   int rc = step(gs, n, 1, ready, err, errlen);
   for (int i = 0; !rc && i < n; i++)
     if (ready[i] && !gs[i]->done) rc = pick(gs[i], &toks[i], logprobs ? &logprobs[i] : NULL);
+  for (int i = 0; i < n; i++) gs[i]->pick_from = NULL; /* the output is the scratch's again */
   free(ready);
   return rc;
 }

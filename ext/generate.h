@@ -50,6 +50,8 @@ typedef struct Gpt2Gen {
   Gpt2Rng rng;
   Gpt2GenParams p;
   float *logits;           /* (V) next-token logits of the last position */
+  const float *pick_from;  /* logits the next pick reads: logits, or a row of the
+                              scratch's output during one batched step (no copy) */
   int n_prompt;            /* prompt tokens (fed, or pending) */
   IdVec unfed;             /* prompt tokens not fed yet (gen_prepare) */
   IdVec fed;               /* every token in the KV cache, in order */
