@@ -15,8 +15,10 @@
 **   thread computes it (callers split columns or heads, never k), and not on
 **   the CPU path: AVX-512, AVX2+FMA and portable C (fmaf(), which is
 **   correctly rounded everywhere) produce bitwise the same floats. Register
-**   blocking (several rows share each weight load) changes only the order in
-**   which independent chains advance, not any chain.
+**   blocking (several rows share each weight load) and K chunking (a chain
+**   stored to memory after one range of k and reloaded for the next, which
+**   is exact) change only the order in which independent chains advance,
+**   not any chain.
 **   k_exp, k_gelu and k_sum16 are likewise one fixed sequence of IEEE
 **   operations (+ - * / fma, compare-select, exponent-bit scaling), written
 **   once per path; the scalar versions are the definition.
