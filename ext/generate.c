@@ -165,12 +165,17 @@ int gen_save_prefix(Gpt2Gen *g, Gpt2Prefix *pfx, int steal) {
   return GPT2_OK;
 }
 
-/* Choose the next token from g->logits and apply the stop rules. */
-static int pick(Gpt2Gen *g, int *tok, double *logprob) {
+/* Choose the next token from g's logits (the sampler and rng are g's own,
+** so different generations may choose at once). -1 on OOM. */
+static int choose(Gpt2Gen *g, double *logprob) {
   const float *lg = g->pick_from ? g->pick_from : g->logits;
   g->pick_from = NULL;
-  int id = sampler_pick(&g->sampler, lg, g->m->cfg.vocab_size, &g->p.sample, &g->rng,
-                        logprob); /* NULL: not computed (a pass of exp over V) */
+  return sampler_pick(&g->sampler, lg, g->m->cfg.vocab_size, &g->p.sample, &g->rng,
+                      logprob); /* NULL: not computed (a pass of exp over V) */
+}
+
+/* Take the chosen token: counters and the stop rules. */
+static int take(Gpt2Gen *g, int id, int *tok) {
   if (id < 0) return GPT2_NOMEM;
   if (g->ctr) g->ctr->tokens_generated++;
   *tok = id;
@@ -183,6 +188,10 @@ static int pick(Gpt2Gen *g, int *tok, double *logprob) {
   if (g->n_generated >= g->p.max_tokens || g->n_prompt + g->n_generated >= g->m->cfg.n_positions)
     g->done = 1;
   return GPT2_OK;
+}
+
+static int pick(Gpt2Gen *g, int *tok, double *logprob) {
+  return take(g, choose(g, logprob), tok);
 }
 
 int gen_next(Gpt2Gen *g, int *tok, double *logprob, char *err, size_t errlen) {
@@ -300,6 +309,19 @@ int gen_feed_batch(Gpt2Gen *const *gs, int n, char *err, size_t errlen) {
   return rc;
 }
 
+typedef struct PickJob {
+  Gpt2Gen *const *gs;
+  const unsigned char *ready;
+  int *ids;
+  double *logprobs;
+} PickJob;
+
+static void choose_one(void *arg, int i) {
+  PickJob *j = arg;
+  if (j->ready[i] && !j->gs[i]->done)
+    j->ids[i] = choose(j->gs[i], j->logprobs ? &j->logprobs[i] : NULL);
+}
+
 int gen_next_batch(Gpt2Gen *const *gs, int n, int *toks, double *logprobs, char *err,
                    size_t errlen) {
   unsigned char *ready = calloc((size_t)n + 1, 1);
@@ -311,9 +333,23 @@ int gen_next_batch(Gpt2Gen *const *gs, int n, int *toks, double *logprobs, char 
     ready[i] = !gs[i]->done && !gs[i]->unfed.n && gs[i]->last < 0;
   }
   int rc = step(gs, n, 1, ready, err, errlen);
+  /* choose on the connection's threads (a sampled pick ranks all V logits:
+  ** ~2 ms, as much as the step's forward pass for 32 rows), sampler memory
+  ** reserved first so that no pick allocates; then take them in order */
+  int *ids = rc ? NULL : malloc((size_t)n * sizeof *ids);
+  if (!rc && !ids) rc = GPT2_NOMEM;
   for (int i = 0; !rc && i < n; i++)
-    if (ready[i] && !gs[i]->done) rc = pick(gs[i], &toks[i], logprobs ? &logprobs[i] : NULL);
+    if (ready[i] && !gs[i]->done && gs[i]->p.sample.temperature > 0 &&
+        sampler_reserve(&gs[i]->sampler, gs[i]->m->cfg.vocab_size))
+      rc = GPT2_NOMEM;
+  if (!rc) {
+    PickJob j = {.gs = gs, .ready = ready, .ids = ids, .logprobs = logprobs};
+    scratch_parallel(gs[0]->sc, n, choose_one, &j);
+  }
+  for (int i = 0; !rc && i < n; i++)
+    if (ready[i] && !gs[i]->done) rc = take(gs[i], ids[i], &toks[i]);
   for (int i = 0; i < n; i++) gs[i]->pick_from = NULL; /* the output is the scratch's again */
+  free(ids);
   free(ready);
   return rc;
 }

@@ -164,7 +164,7 @@ static double log_prob(const float *logits, int V, int id) {
   return (double)clean(logits[id]) - mx - log(sum);
 }
 
-static int reserve(Gpt2Sampler *s, int V) {
+int sampler_reserve(Gpt2Sampler *s, int V) {
   if (V <= s->cap) return GPT2_OK;
   uint64_t *k = malloc((size_t)V * sizeof *k), *t = malloc((size_t)V * sizeof *t);
   double *w = malloc((size_t)V * sizeof *w);
@@ -196,7 +196,7 @@ int sampler_pick(Gpt2Sampler *s, const float *logits, int V, const Gpt2SamplePar
   if (!(p->temperature > 0)) {
     id = argmax(logits, V);
   } else {
-    if (reserve(s, V)) return -1;
+    if (sampler_reserve(s, V)) return -1;
     /* 1. candidates in rank order */
     int n = p->top_k > 0 && p->top_k < V ? p->top_k : V;
     top_keys(s, logits, V, n);

@@ -32,6 +32,9 @@ typedef struct Gpt2Sampler {
 } Gpt2Sampler;
 
 void sampler_free(Gpt2Sampler *s);
+/* Room for V candidates (sampler_pick makes it itself; reserving first
+** means a pick allocates nothing). GPT2_OK or GPT2_NOMEM. */
+int sampler_reserve(Gpt2Sampler *s, int V);
 
 /* Pick the next token from V logits. *logprob (if not NULL) receives the
 ** natural log of the probability the unmodified softmax(logits) gives the

@@ -356,6 +356,26 @@ static void matmul(Gpt2Scratch *sc, const KMat *W, const float *b, int M, const 
   else run_job(sc, mat_item, &j);
 }
 
+typedef struct ForJob {
+  void (*fn)(void *arg, int i);
+  void *arg;
+  Ranges rg;
+} ForJob;
+
+static void for_item(void *arg, int t, int nt) {
+  (void)nt;
+  ForJob *j = arg;
+  for (int u = 0, i; (i = ranges_take(&j->rg, t, &u)) >= 0;) j->fn(j->arg, i);
+}
+
+void scratch_parallel(Gpt2Scratch *sc, int n, void (*fn)(void *arg, int i), void *arg) {
+  if (n <= 0) return;
+  ForJob j = {.fn = fn, .arg = arg};
+  ranges_init(&j.rg, n, job_threads(sc));
+  if (n == 1 || sc->threads == 1) for_item(&j, 0, 1);
+  else run_job(sc, for_item, &j);
+}
+
 void scratch_matmul(Gpt2Scratch *sc, const KMat *W, const float *b, int M, const float *x,
                     float *y, int epi) {
   matmul(sc, W, b, M, x, y, (size_t)W->N, (KEpi)epi);

@@ -74,6 +74,10 @@ const char *scratch_kernel(const Gpt2Scratch *s);
 ** step: megabytes, which a fresh allocation per step would page-fault in
 ** each time); valid until the next call; NULL on OOM. */
 float *scratch_out(Gpt2Scratch *s, size_t n);
+/* fn(arg, i) for i = 0 .. n-1 on this scratch's threads (the caller is
+** one of them): for per-sequence work between forward steps, such as the
+** picks of a batched step. fn must be safe to run at once for different i. */
+void scratch_parallel(Gpt2Scratch *s, int n, void (*fn)(void *arg, int i), void *arg);
 /* y (M, N) = epi(x (M, K) · W + b) (b may be NULL, epi a KEpi) on this
 ** scratch's threads and path: the product the forward pass uses, exposed
 ** for the kernel tests and benchmarks. */

@@ -89,6 +89,29 @@ def test_complete_equals_generate_sampled(db):
         assert completion == want
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("sample", [(1.0, 0, 1.0), (0.7, 0, 0.9), (1.2, 5, 1.0)])
+def test_complete_sampled_picks_on_threads(db, threads, sample):
+    """A batched step's picks run on the connection's threads (each row's own
+    sampler and rng): every row still equals gpt2_generate, whatever the
+    thread count, for full-vocabulary, nucleus and top-k draws."""
+    make_table(db)
+    db.execute("SELECT gpt2_set('threads', ?)", (threads,))
+    T, k, p = sample
+    rows = db.execute("SELECT key, prompt, completion FROM gpt2_complete("
+                      "'SELECT id, body FROM docs ORDER BY rowid', 8, ?, ?, ?, 77, 6)",
+                      (T, k, p)).fetchall()
+    order = [repr(r[0]) for r in db.execute("SELECT id FROM docs ORDER BY rowid")]
+    assert len(rows) == len(order)
+    for key, prompt, completion in rows:
+        if prompt is None:
+            assert completion is None
+            continue
+        want = one(db, "SELECT gpt2_generate(?, 8, ?, ?, ?, ?)", prompt, T, k, p,
+                   77 + order.index(repr(key)))
+        assert completion == want
+
+
 def test_complete_rows_with_immediate_eos(ckpt_eos):
     conn = connect()
     conn.execute("SELECT gpt2_load(?)", (ckpt_eos,))
