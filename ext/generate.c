@@ -339,8 +339,8 @@ int gen_next_batch(Gpt2Gen *const *gs, int n, int *toks, double *logprobs, char 
   int *ids = rc ? NULL : malloc((size_t)n * sizeof *ids);
   if (!rc && !ids) rc = GPT2_NOMEM;
   for (int i = 0; !rc && i < n; i++)
-    if (ready[i] && !gs[i]->done && gs[i]->p.sample.temperature > 0 &&
-        sampler_reserve(&gs[i]->sampler, gs[i]->m->cfg.vocab_size))
+    if (ready[i] && !gs[i]->done &&
+        sampler_reserve(&gs[i]->sampler, gs[i]->m->cfg.vocab_size, &gs[i]->p.sample))
       rc = GPT2_NOMEM;
   if (!rc) {
     PickJob j = {.gs = gs, .ready = ready, .ids = ids, .logprobs = logprobs};

@@ -137,8 +137,9 @@ static void top_keys(Gpt2Sampler *s, const float *logits, int V, int k) {
 
 /* The first id of the largest logit (NaN counts as -inf, so a NaN first
 ** logit wins only when nothing is above -inf). Two passes over 16 running
-** maxima vectorise (the one-pass loop is a serial dependency): ~5x faster,
-** and greedy picks 16-64 of these per batched step. */
+** maxima vectorise (the one-pass loop is a serial dependency): ~3x faster
+** (115-130 -> 31-39 us for 50,257 logits in L2), and greedy picks 16-64 of
+** these per batched step. */
 static int argmax(const float *logits, int V) {
   float lm[16];
   for (int j = 0; j < 16; j++) lm[j] = -INFINITY;
@@ -164,8 +165,8 @@ static double log_prob(const float *logits, int V, int id) {
   return (double)clean(logits[id]) - mx - log(sum);
 }
 
-int sampler_reserve(Gpt2Sampler *s, int V) {
-  if (V <= s->cap) return GPT2_OK;
+int sampler_reserve(Gpt2Sampler *s, int V, const Gpt2SampleParams *p) {
+  if (!(p->temperature > 0) || V <= s->cap) return GPT2_OK; /* greedy needs none */
   uint64_t *k = malloc((size_t)V * sizeof *k), *t = malloc((size_t)V * sizeof *t);
   double *w = malloc((size_t)V * sizeof *w);
   if (!k || !t || !w) {
@@ -196,7 +197,7 @@ int sampler_pick(Gpt2Sampler *s, const float *logits, int V, const Gpt2SamplePar
   if (!(p->temperature > 0)) {
     id = argmax(logits, V);
   } else {
-    if (sampler_reserve(s, V)) return -1;
+    if (sampler_reserve(s, V, p)) return -1;
     /* 1. candidates in rank order */
     int n = p->top_k > 0 && p->top_k < V ? p->top_k : V;
     top_keys(s, logits, V, n);

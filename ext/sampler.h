@@ -32,9 +32,10 @@ typedef struct Gpt2Sampler {
 } Gpt2Sampler;
 
 void sampler_free(Gpt2Sampler *s);
-/* Room for V candidates (sampler_pick makes it itself; reserving first
-** means a pick allocates nothing). GPT2_OK or GPT2_NOMEM. */
-int sampler_reserve(Gpt2Sampler *s, int V);
+/* The memory a pick with params p over V logits needs (none for greedy).
+** sampler_pick makes it itself; reserving first means the pick allocates
+** nothing. GPT2_OK or GPT2_NOMEM. */
+int sampler_reserve(Gpt2Sampler *s, int V, const Gpt2SampleParams *p);
 
 /* Pick the next token from V logits. *logprob (if not NULL) receives the
 ** natural log of the probability the unmodified softmax(logits) gives the

@@ -371,8 +371,9 @@ static void for_item(void *arg, int t, int nt) {
 void scratch_parallel(Gpt2Scratch *sc, int n, void (*fn)(void *arg, int i), void *arg) {
   if (n <= 0) return;
   ForJob j = {.fn = fn, .arg = arg};
-  ranges_init(&j.rg, n, job_threads(sc));
-  if (n == 1 || sc->threads == 1) for_item(&j, 0, 1);
+  int nt = job_threads(sc);
+  ranges_init(&j.rg, n, nt);
+  if (n == 1 || nt == 1) for_item(&j, 0, 1);
   else run_job(sc, for_item, &j);
 }
 
