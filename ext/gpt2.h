@@ -14,7 +14,7 @@
 #include "tokenizer.h"
 #include "transformer.h"
 
-#define GPT2_VERSION "0.1.0"
+#include "version.h"
 #define GPT2_DEFAULT_MAX_TOKENS 32
 #define GPT2_JSON_SUBTYPE 74 /* 'J', what json() sets (gpt2-facts.md, "SQLite") */
 

@@ -4,6 +4,7 @@ import ctypes
 import json
 import os
 import sqlite3
+import re
 import struct
 import subprocess
 
@@ -51,7 +52,11 @@ def test_registered_functions(db):
                      "gpt2_use", "gpt2_unload", "gpt2_set"}
     modules = {r[0] for r in db.execute("SELECT name FROM pragma_module_list")}
     assert {"gpt2_stream", "gpt2_complete", "gpt2_models"} <= modules
-    assert one(db, "SELECT gpt2_version()") == "0.1.0"
+    # ext/version.h is the one place the version is written
+    with open(os.path.join(ROOT, "ext", "version.h")) as f:
+        declared = re.search(r'#define GPT2_VERSION "([^"]+)"', f.read()).group(1)
+    assert re.fullmatch(r"\d+\.\d+\.\d+", declared)
+    assert one(db, "SELECT gpt2_version()") == declared
 
 
 def test_sampling_functions_not_deterministic(db):
