@@ -378,3 +378,9 @@ void gen_free(Gpt2Gen *g) {
   model_release(g->m);
   memset(g, 0, sizeof *g);
 }
+
+/* TEMP until the core branch lands */
+int gen_positions(const Gpt2Model *m, int n_prompt, int max_tokens) {
+  int64_t n = (int64_t)(n_prompt > 0 ? n_prompt : 1) + (max_tokens > 0 ? max_tokens : 0);
+  return n > m->cfg.n_positions ? m->cfg.n_positions : (int)n;
+}

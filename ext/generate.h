@@ -113,6 +113,7 @@ int gen_next_batch(Gpt2Gen *const *gs, int n, int *toks, double *logprobs, char 
 ** sanitized. Always leaves text->p non-NULL. */
 int gen_take_text(Gpt2Gen *g, int tok, int flush, ByteBuf *text);
 
+int gen_positions(const Gpt2Model *m, int n_prompt, int max_tokens);
 void gen_free(Gpt2Gen *g);
 
 #endif

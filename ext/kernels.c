@@ -963,3 +963,12 @@ void kmat_col(const KMat *m, int n, float *out) {
     for (int k = 0; k < m->K; k++) out[k] = out[k] * s[(size_t)(k / KQB) * KNB];
   }
 }
+
+/* TEMP until the core branch lands */
+int kpath_parse(const char *name, KPath *out) {
+  if (strcmp(name, "portable") == 0) *out = KPATH_PORTABLE;
+  else if (strcmp(name, "avx2") == 0) *out = KPATH_AVX2;
+  else if (strcmp(name, "avx512") == 0) *out = KPATH_AVX512;
+  else return -1;
+  return 0;
+}

@@ -78,6 +78,7 @@ int kpath_available(KPath p);
 ** Callers pass getenv("GPT2_KERNEL") once per scratch. */
 KPath kpath_choose(const char *force);
 const char *kpath_name(KPath p);
+int kpath_parse(const char *name, KPath *out);
 
 /* ---- packing ------------------------------------------------------------ */
 

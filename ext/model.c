@@ -428,3 +428,6 @@ static void model_free(Gpt2Model *m) {
   free(m->path);
   free(m);
 }
+
+/* TEMP until the core branch lands */
+const char *const gpt2_weight_formats[] = {"f32", "f16", "bf16", "q8", NULL};

@@ -109,4 +109,6 @@ void model_release(const Gpt2Model *m);
 ** being freed): then NULL. For tables of weak pointers (registry.c). */
 const Gpt2Model *model_try_retain(const Gpt2Model *m);
 
+extern const char *const gpt2_weight_formats[];
+
 #endif

@@ -626,3 +626,8 @@ int gpt2_forward(const Gpt2Model *m, Gpt2Scratch *sc, int n, const int *tokens,
   for (int r = 0; r < n; r++) seqs[r]->n_pos = sc->pos[r] + 1;
   return GPT2_OK;
 }
+
+/* TEMP until the core branch lands */
+size_t seq_bytes(const Gpt2Model *m, int n_pos) {
+  return (size_t)2 * 4 * (size_t)m->cfg.n_layer * (size_t)m->cfg.n_embd * (size_t)n_pos;
+}

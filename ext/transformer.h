@@ -46,6 +46,7 @@ typedef struct Gpt2Scratch Gpt2Scratch;
 
 Gpt2Seq *seq_new(const Gpt2Model *m);         /* NULL on OOM; cache grows lazily */
 void seq_free(Gpt2Seq *s);
+size_t seq_bytes(const Gpt2Model *m, int n_pos);
 void seq_truncate(Gpt2Seq *s, int n_pos);     /* forget positions >= n_pos */
 /* Room for need positions now (the cache otherwise doubles as it fills,
 ** copying itself each time); keeps the content. GPT2_ERROR when need is

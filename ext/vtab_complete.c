@@ -30,7 +30,9 @@
 ** first has the pending prompts fed (so the previous one's state exists),
 ** which costs one extra weight pass per new template.
 */
-#include "gpt2.h"
+#include "sql_args.h"
+#include "sql_conn.h"
+#include "sql_register.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -63,7 +65,7 @@ typedef struct CompleteVtab {
 
 /* A query row: live in a slot while generating, then queued as a result. */
 typedef struct Job {
-  int kv_need;           /* positions this job may fill: prompt + max_tokens */
+  int kv_need;           /* positions this job may fill (gen_positions) */
   sqlite3_value *key;    /* first query column, unchanged */
   sqlite3_value *prompt; /* second query column */
   Gpt2Gen gen;           /* started when the prompt is not NULL */
@@ -89,6 +91,7 @@ typedef struct CompleteCursor {
   int n_spare;
   IdVec prev_ids;           /* its prompt */
   int kv_live;              /* positions the live jobs may fill (kv_memory_limit) */
+  int n_live;               /* live jobs */
   sqlite3_int64 rowid;
 } CompleteCursor;
 
@@ -159,6 +162,7 @@ static void cursorReset(CompleteCursor *c) {
   model_release(c->m);
   c->m = NULL;
   c->kv_live = 0;
+  c->n_live = 0;
   c->n_read = 0;
   c->rowid = 0;
 }
@@ -218,11 +222,19 @@ static int share_prefix(CompleteCursor *c, const IdVec *ids, char *err, size_t e
   return gen_save_prefix(&c->prev->gen, &c->pfx, 0);
 }
 
+/* The live batch plus `more` positions of one more sequence must fit in
+** kv_memory_limit. */
+static int check_kv(CompleteCursor *c, Gpt2Conn *conn, int more, char *err, size_t errlen) {
+  return conn_check_kv(conn, c->m, "gpt2_complete", c->n_live + 1, (int64_t)c->kv_live + more,
+                       "lower max_tokens or batch_size", err, errlen);
+}
+
 /* Read query rows into free slots, preparing their generation (the prompts
 ** are fed by the next batched step). */
 static int fill(CompleteCursor *c, char *err, size_t errlen) {
-  Gpt2Conn *conn = ((CompleteVtab *)c->base.pVtab)->conn;
   CompleteVtab *vt = (CompleteVtab *)c->base.pVtab;
+  Gpt2Conn *conn = vt->conn;
+  int reuse = (int)conn_settings(conn)->prefix_reuse;
   for (int s = 0; s < c->batch && c->stmt; s++) {
     if (c->slots[s]) continue;
     int rc = sqlite3_step(c->stmt);
@@ -247,58 +259,49 @@ static int fill(CompleteCursor *c, char *err, size_t errlen) {
       enqueue(c, j);
       continue;
     }
-    Gpt2Entry e = {.model = (Gpt2Model *)c->m, .tok = c->m->tok};
     IdVec ids = {0};
-    char msg[GPT2_ERRLEN];
-    rc = gpt2_parse_prompt(&e, "gpt2_complete", 2, j->prompt, &ids, msg, sizeof msg);
+    char msg[GPT2_ERRLEN], where[64];
+    /* rows count from 0, as the per-row seeds do */
+    snprintf(where, sizeof where, "query row %lld (from 0), column 2 (prompt)", (long long)k);
+    rc = sql_prompt(c->m->tok, c->m->cfg.vocab_size, "gpt2_complete", where, j->prompt, &ids,
+                    err, errlen);
     Gpt2GenParams p = c->params;
     if (c->seeded) p.seed += (uint64_t)k;
-    else p.seed = gpt2_random_seed();
-    j->kv_need = (int)ids.n + p.max_tokens;
-    if (j->kv_need > c->m->cfg.n_positions) j->kv_need = c->m->cfg.n_positions;
+    else p.seed = sql_random_seed();
+    j->kv_need = gen_positions(c->m, (int)ids.n, p.max_tokens);
     /* A spare cache is charged what it holds; when that is over the cap,
     ** a fresh one of the right size is made instead. */
     Gpt2Seq *spare = c->n_spare ? c->spare[c->n_spare - 1] : NULL;
-    if (!rc && spare && spare->cap > j->kv_need &&
-        gpt2_check_kv(conn, c->m, "gpt2_complete", 1, c->kv_live + spare->cap, err, errlen)) {
+    if (!rc && spare && spare->cap > j->kv_need && check_kv(c, conn, spare->cap, err, errlen)) {
       seq_free(spare);
       spare = NULL;
       c->n_spare--;
     }
     if (spare && spare->cap > j->kv_need) j->kv_need = spare->cap;
-    if (!rc && gpt2_check_kv(conn, c->m, "gpt2_complete", 1, c->kv_live + j->kv_need, err,
-                             errlen)) {
-      idvec_free(&ids);
-      jobFree(j);
-      return GPT2_ERROR;
-    }
-    if (!rc && conn->prefix_reuse) rc = share_prefix(c, &ids, msg, sizeof msg);
+    if (!rc) rc = check_kv(c, conn, j->kv_need, err, errlen);
+    if (!rc && reuse) rc = share_prefix(c, &ids, msg, sizeof msg);
     if (!rc) {
       j->started = 1;
-      rc = gen_prepare(&j->gen, c->m, conn->scratch, &conn->ctr, ids.v, (int)ids.n, &p,
-                       conn->prefix_reuse ? &c->pfx : NULL, spare, msg, sizeof msg);
+      rc = gen_prepare(&j->gen, c->m, conn_scratch(conn), conn_counters(conn), ids.v,
+                       (int)ids.n, &p, reuse ? &c->pfx : NULL, spare, msg, sizeof msg);
       if (spare) c->n_spare--; /* taken over, even on failure */
+      if (rc == GPT2_ERROR)
+        gpt2_errorf(err, errlen, "gpt2_complete: %s: %s", where, msg);
     }
+    if (rc == GPT2_INTERRUPTED) gpt2_errorf(err, errlen, "gpt2_complete: %s", msg);
     if (rc) {
       idvec_free(&ids);
       jobFree(j);
-      /* gpt2_parse_prompt words it for an argument ("gpt2_complete: argument
-      ** 2 (prompt) ..."); here the prompt is the query row's second column. */
-      const char *pre = "gpt2_complete: argument 2 ";
-      int col = strncmp(msg, pre, strlen(pre)) == 0;
-      if (rc == GPT2_ERROR) gpt2_errorf(err, errlen, "gpt2_complete: query row %lld: %s%s",
-                                        (long long)k + 1, col ? "column 2 " : "",
-                                        col ? msg + strlen(pre) : msg);
-      if (rc == GPT2_INTERRUPTED) gpt2_errorf(err, errlen, "gpt2_complete: %s", msg);
       return rc;
     }
     if (j->gen.done) {
       idvec_free(&ids);
       recycle_seq(c, j); /* never fed */
-      enqueue(c, j); /* nothing to generate (max_tokens 0, full context) */
+      enqueue(c, j);     /* nothing to generate (max_tokens 0) */
     } else {
       c->slots[s] = j;
       c->kv_live += j->kv_need;
+      c->n_live++;
       c->prev = j;
       idvec_free(&c->prev_ids);
       c->prev_ids = ids;
@@ -332,6 +335,7 @@ static int advance(CompleteCursor *c, char *err, size_t errlen) {
       if (!rc && j->gen.done) {
         c->slots[who[i]] = NULL;
         c->kv_live -= j->kv_need;
+        c->n_live--;
         if (c->prev == j) c->prev = NULL; /* its state leaves with it */
         recycle_seq(c, j);
         enqueue(c, j);
@@ -350,7 +354,7 @@ static int completeNext(sqlite3_vtab_cursor *cur) {
   jobFree(c->row);
   c->row = NULL;
   int rc = advance(c, err, sizeof err);
-  if (rc) return gpt2_vtab_error(cur->pVtab, rc, err);
+  if (rc) return sql_vtab_error(cur->pVtab, rc, err);
   if (c->head) {
     c->row = c->head;
     c->head = c->head->next;
@@ -396,68 +400,43 @@ static int completeFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxS
   char err[GPT2_ERRLEN];
   cursorReset(c);
   sqlite3_value *args[N_ARGS];
-  gpt2_args_unpack(idxNum, argc, argv, N_ARGS, args);
+  sql_args_unpack(idxNum, argc, argv, N_ARGS, args);
   if (!args[0] || sqlite3_value_type(args[0]) == SQLITE_NULL) return SQLITE_OK; /* no rows */
   if (sqlite3_value_type(args[0]) != SQLITE_TEXT)
-    return gpt2_vtab_error(cur->pVtab, GPT2_ERROR, "gpt2_complete: argument 1 (query) must be TEXT, an SQL query");
-  Gpt2Entry *e = gpt2_conn_entry(conn, "gpt2_complete", 1, err, sizeof err);
-  if (!e) return gpt2_vtab_error(cur->pVtab, err[0] ? GPT2_ERROR : GPT2_NOMEM, err);
-  int rc = gpt2_parse_gen_params(conn, e->model, "gpt2_complete", 5, args + 1, &c->params, err,
-                                 sizeof err);
-  c->params.stop = gpt2_interrupted;
+    return sql_vtab_error(cur->pVtab, GPT2_ERROR, "gpt2_complete: argument 1 (query) must be TEXT, an SQL query");
+  const Gpt2Entry *e = conn_current(conn, "gpt2_complete", 1, err, sizeof err);
+  if (!e) return sql_vtab_error(cur->pVtab, err[0] ? GPT2_ERROR : GPT2_NOMEM, err);
+  const Gpt2Settings *set = conn_settings(conn);
+  int rc = sql_gen_params(e->model->cfg.n_positions,
+                          set->max_tokens_limit ? set->max_tokens_limit : INT64_MAX,
+                          "gpt2_complete", 5, args + 1, &c->params, &c->seeded, err, sizeof err);
+  c->params.stop = sql_interrupted;
   c->params.stop_arg = vt->db;
-  if (rc) return gpt2_vtab_error(cur->pVtab, rc, err);
-  c->seeded = args[5] && sqlite3_value_type(args[5]) != SQLITE_NULL;
-  int batch = DEFAULT_BATCH;
-  if (args[6] && sqlite3_value_type(args[6]) != SQLITE_NULL) {
-    sqlite3_value *b = args[6];
-    if (sqlite3_value_type(b) != SQLITE_INTEGER) {
-      static const char *const types[] = {"", "INTEGER", "REAL", "TEXT", "BLOB", "NULL"};
-      gpt2_errorf(err, sizeof err, "gpt2_complete: argument 7 (batch_size) must be an INTEGER, "
-                  "got %s", types[sqlite3_value_type(b)]);
-      return gpt2_vtab_error(cur->pVtab, GPT2_ERROR, err);
-    }
-    if (sqlite3_value_int64(b) < 1 || sqlite3_value_int64(b) > MAX_BATCH) {
-      gpt2_errorf(err, sizeof err,
-                  "gpt2_complete: argument 7 (batch_size) = %s is out of range [1, %d]",
-                  sqlite3_value_text(b) ? (const char *)sqlite3_value_text(b) : "?", MAX_BATCH);
-      return gpt2_vtab_error(cur->pVtab, GPT2_ERROR, err);
-    }
-    batch = (int)sqlite3_value_int64(b);
-  }
+  if (rc) return sql_vtab_error(cur->pVtab, rc, err);
+  int64_t batch = DEFAULT_BATCH;
+  if (args[6] && sqlite3_value_type(args[6]) != SQLITE_NULL &&
+      sql_arg_int("gpt2_complete", 7, "batch_size", args[6], 1, MAX_BATCH, &batch, err,
+                  sizeof err))
+    return sql_vtab_error(cur->pVtab, GPT2_ERROR, err);
   /* Retained: the query runs user SQL between rows, which may unload or
   ** replace this model (gpt2_unload('default') in the query freed it under
   ** the cursor: heap-use-after-free, found by tests/test_hostile.py). */
   c->m = model_retain(e->model);
-  if (!gpt2_conn_scratch(conn)) return SQLITE_NOMEM;
+  if (!conn_scratch(conn)) return SQLITE_NOMEM;
   c->slots = calloc((size_t)batch, sizeof *c->slots);
   c->spare = calloc((size_t)batch, sizeof *c->spare);
   if (!c->slots || !c->spare) return SQLITE_NOMEM;
-  c->batch = batch;
+  c->batch = (int)batch;
   const char *sql = (const char *)sqlite3_value_text(args[0]);
-  const char *tail = NULL;
-  if (sqlite3_prepare_v2(vt->db, sql, -1, &c->stmt, &tail) != SQLITE_OK) {
-    gpt2_errorf(err, sizeof err, "gpt2_complete: argument 1 (query): %s",
-                sqlite3_errmsg(vt->db));
-    return gpt2_vtab_error(cur->pVtab, GPT2_ERROR, err);
-  }
-  while (tail && (*tail == ' ' || *tail == '\n' || *tail == '\t' || *tail == '\r' ||
-                  *tail == ';'))
-    tail++;
-  const char *bad = NULL;
-  if (!c->stmt) bad = "is empty";
-  else if (tail && *tail) bad = "must be a single statement";
-  else if (!sqlite3_stmt_readonly(c->stmt)) bad = "must be read-only (a SELECT)";
-  else if (sqlite3_column_count(c->stmt) != 2) bad = "must return two columns, (key, prompt)";
-  if (bad) {
-    gpt2_errorf(err, sizeof err, "gpt2_complete: argument 1 (query) %s", bad);
-    return gpt2_vtab_error(cur->pVtab, GPT2_ERROR, err);
-  }
+  if (!sql) return SQLITE_NOMEM;
+  rc = sql_prepare_query(vt->db, "gpt2_complete", sql, 2, "two columns, (key, prompt)", &c->stmt,
+                         err, sizeof err);
+  if (rc) return sql_vtab_error(cur->pVtab, rc, err);
   return completeNext(cur);
 }
 
 static int completeBestIndex(sqlite3_vtab *tab, sqlite3_index_info *info) {
-  return gpt2_args_best_index(tab, info, COL_QUERY, N_ARGS, "gpt2_complete: argument 1 (query) is required");
+  return sql_best_index(tab, info, COL_QUERY, N_ARGS, "gpt2_complete: argument 1 (query) is required");
 }
 
 static sqlite3_module completeModule = {
@@ -473,7 +452,7 @@ static sqlite3_module completeModule = {
     .xRowid = completeRowid,
 };
 
-int gpt2_register_complete(sqlite3 *db, Gpt2Conn *c) {
-  c->refs++;
-  return sqlite3_create_module_v2(db, "gpt2_complete", &completeModule, c, gpt2_conn_release);
+int vtab_register_complete(sqlite3 *db, Gpt2Conn *c) {
+  conn_retain(c);
+  return sqlite3_create_module_v2(db, "gpt2_complete", &completeModule, c, conn_release);
 }

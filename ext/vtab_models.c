@@ -11,8 +11,9 @@
 ** many loads in this process share that one copy (registry.h).
 ** Tokenizer-only entries have NULL model columns. Rows follow load order.
 */
-#include "gpt2.h"
 #include "registry.h"
+#include "sql_conn.h"
+#include "sql_register.h"
 
 #include <string.h>
 
@@ -28,7 +29,7 @@ typedef struct ModelsVtab {
 
 typedef struct ModelsCursor {
   sqlite3_vtab_cursor base; /* must be first */
-  int i;                    /* index into conn->entries */
+  int i;                    /* entry index (conn_entry) */
 } ModelsCursor;
 
 static int modelsConnect(sqlite3 *db, void *pAux, int argc, const char *const *argv,
@@ -86,19 +87,19 @@ static int modelsNext(sqlite3_vtab_cursor *cur) {
 
 static int modelsEof(sqlite3_vtab_cursor *cur) {
   const Gpt2Conn *conn = ((ModelsVtab *)cur->pVtab)->conn;
-  return ((ModelsCursor *)cur)->i >= conn->n_entries;
+  return ((ModelsCursor *)cur)->i >= conn_n_entries(conn);
 }
 
 static int modelsColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col) {
   const Gpt2Conn *conn = ((ModelsVtab *)cur->pVtab)->conn;
   int i = ((ModelsCursor *)cur)->i;
-  if (i >= conn->n_entries) return SQLITE_OK;
-  const Gpt2Entry *e = &conn->entries[i];
+  const Gpt2Entry *e = conn_entry(conn, i);
+  if (!e) return SQLITE_OK;
   const Gpt2Model *m = e->model;
   switch (col) {
     case COL_NAME: sqlite3_result_text(ctx, e->name, -1, SQLITE_TRANSIENT); break;
     case COL_PATH: sqlite3_result_text(ctx, e->path, -1, SQLITE_TRANSIENT); break;
-    case COL_CURRENT: sqlite3_result_int(ctx, conn->current == i); break;
+    case COL_CURRENT: sqlite3_result_int(ctx, conn_is_current(conn, i)); break;
     case COL_N_LAYER: if (m) sqlite3_result_int(ctx, m->cfg.n_layer); break;
     case COL_N_EMBD: if (m) sqlite3_result_int(ctx, m->cfg.n_embd); break;
     case COL_N_PARAMS: if (m) sqlite3_result_int64(ctx, m->n_params); break;
@@ -136,7 +137,7 @@ static sqlite3_module modelsModule = {
     .xRowid = modelsRowid,
 };
 
-int gpt2_register_models(sqlite3 *db, Gpt2Conn *c) {
-  c->refs++;
-  return sqlite3_create_module_v2(db, "gpt2_models", &modelsModule, c, gpt2_conn_release);
+int vtab_register_models(sqlite3 *db, Gpt2Conn *c) {
+  conn_retain(c);
+  return sqlite3_create_module_v2(db, "gpt2_models", &modelsModule, c, conn_release);
 }

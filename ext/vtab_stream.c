@@ -18,7 +18,9 @@
 ** at the eos token, that token is the last row (its token is '' or the
 ** held-back bytes).
 */
-#include "gpt2.h"
+#include "sql_args.h"
+#include "sql_conn.h"
+#include "sql_register.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -94,7 +96,7 @@ static int streamOpen(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCur) {
 
 /* Hand the KV state back to the connection's prefix cache, then free. */
 static void cursorReset(StreamCursor *c, Gpt2Conn *conn) {
-  if (c->started) gpt2_finish(conn, &c->gen);
+  if (c->started) conn_gen_finish(conn, &c->gen);
   c->started = 0;
   buf_free(&c->text);
   c->token = -1;
@@ -134,7 +136,7 @@ static int streamNext(sqlite3_vtab_cursor *cur) {
   }
   c->i++;
   int rc = step(c, err, sizeof err);
-  return rc ? gpt2_vtab_error(cur->pVtab, rc, err) : SQLITE_OK;
+  return rc ? sql_vtab_error(cur->pVtab, rc, err) : SQLITE_OK;
 }
 
 static int streamColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
@@ -170,27 +172,32 @@ static int streamFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr
   char err[GPT2_ERRLEN];
   cursorReset(c, conn);
   sqlite3_value *args[N_ARGS];
-  gpt2_args_unpack(idxNum, argc, argv, N_ARGS, args);
+  sql_args_unpack(idxNum, argc, argv, N_ARGS, args);
   if (!args[0] || sqlite3_value_type(args[0]) == SQLITE_NULL) return SQLITE_OK; /* no rows */
-  Gpt2Entry *e = gpt2_conn_entry(conn, "gpt2_stream", 1, err, sizeof err);
-  if (!e) return gpt2_vtab_error(cur->pVtab, err[0] ? GPT2_ERROR : GPT2_NOMEM, err);
+  const Gpt2Entry *e = conn_current(conn, "gpt2_stream", 1, err, sizeof err);
+  if (!e) return sql_vtab_error(cur->pVtab, err[0] ? GPT2_ERROR : GPT2_NOMEM, err);
   Gpt2GenParams p;
   IdVec ids = {0};
-  int rc = gpt2_parse_gen_params(conn, e->model, "gpt2_stream", N_ARGS - 1, args + 1, &p, err,
-                                 sizeof err);
-  if (!rc) rc = gpt2_parse_prompt(e, "gpt2_stream", 1, args[0], &ids, err, sizeof err);
+  int seeded;
+  const Gpt2Settings *set = conn_settings(conn);
+  int rc = sql_gen_params(e->model->cfg.n_positions,
+                          set->max_tokens_limit ? set->max_tokens_limit : INT64_MAX,
+                          "gpt2_stream", N_ARGS - 1, args + 1, &p, &seeded, err, sizeof err);
+  if (!rc)
+    rc = sql_prompt(e->tok, e->model->cfg.vocab_size, "gpt2_stream", "argument 1 (prompt)",
+                    args[0], &ids, err, sizeof err);
   if (!rc) {
     c->started = 1;
-    rc = gpt2_start(conn, e->model, "gpt2_stream", ((StreamVtab *)cur->pVtab)->db, &ids, &p,
-                    &c->gen, err, sizeof err);
+    rc = conn_gen_start(conn, e->model, "gpt2_stream", ((StreamVtab *)cur->pVtab)->db, &ids, &p,
+                        &c->gen, err, sizeof err);
   }
   idvec_free(&ids);
   if (!rc && !c->gen.done) rc = step(c, err, sizeof err);
-  return rc ? gpt2_vtab_error(cur->pVtab, rc, err) : SQLITE_OK;
+  return rc ? sql_vtab_error(cur->pVtab, rc, err) : SQLITE_OK;
 }
 
 static int streamBestIndex(sqlite3_vtab *tab, sqlite3_index_info *info) {
-  return gpt2_args_best_index(tab, info, COL_PROMPT, N_ARGS, "gpt2_stream: argument 1 (prompt) is required");
+  return sql_best_index(tab, info, COL_PROMPT, N_ARGS, "gpt2_stream: argument 1 (prompt) is required");
 }
 
 /* Eponymous-only: no xCreate, so the module is its own table. */
@@ -207,7 +214,7 @@ static sqlite3_module streamModule = {
     .xRowid = streamRowid,
 };
 
-int gpt2_register_stream(sqlite3 *db, Gpt2Conn *c) {
-  c->refs++;
-  return sqlite3_create_module_v2(db, "gpt2_stream", &streamModule, c, gpt2_conn_release);
+int vtab_register_stream(sqlite3 *db, Gpt2Conn *c) {
+  conn_retain(c);
+  return sqlite3_create_module_v2(db, "gpt2_stream", &streamModule, c, conn_release);
 }

@@ -275,7 +275,7 @@ def test_several_models(ckpt, ckpt_eos):
     assert one(conn, "SELECT gpt2_info()") is None
     with pytest.raises(sqlite3.Error) as e:
         conn.execute("SELECT gpt2_generate('ab', 5)")
-    assert "no model loaded" in str(e.value)
+    assert "no model is current (loaded: default)" in str(e.value)
     conn.execute("SELECT gpt2_use('default')")
     assert one(conn, "SELECT gpt2_generate('ab', 5)") == b
     assert conn.execute("SELECT name, current FROM gpt2_models").fetchall() == [("default", 1)]
@@ -311,7 +311,10 @@ def test_limits(ckpt):
     conn.executemany("INSERT INTO s VALUES (?)", [(i,) for i in range(20)])
     with pytest.raises(sqlite3.Error) as e:
         conn.execute("SELECT * FROM gpt2_complete('SELECT value, ''a b'' FROM s', 127, NULL, NULL, NULL, NULL, 16)").fetchall()
-    assert str(e.value).startswith("gpt2_complete: 1 sequence of ")
+    # each row may fill the whole context (128 positions); 1 MiB holds 1024
+    # positions, so the 9th live row is the first that does not fit
+    assert str(e.value).startswith("gpt2_complete: 9 sequences of 1152 positions in all need "
+                                   "1179648 bytes of KV cache")
     assert "kv_memory_limit (1048576)" in str(e.value)
     # A smaller batch fits.
     assert len(conn.execute("SELECT * FROM gpt2_complete('SELECT value, ''a b'' FROM s', 100, NULL, NULL, NULL, NULL, 4)").fetchall()) == 20
