@@ -162,7 +162,10 @@ static int64_t *setting(Gpt2Conn *c, size_t i) {
 }
 
 Gpt2Scratch *gpt2_conn_scratch(Gpt2Conn *c) {
-  if (!c->scratch && !(c->scratch = scratch_new())) return NULL;
+  if (!c->scratch) {
+    if (!(c->scratch = scratch_new())) return NULL;
+    scratch_set_kernel(c->scratch, getenv("GPT2_KERNEL")); /* unset or unknown: the best */
+  }
   scratch_set_threads(c->scratch, (int)c->threads); /* a no-op unless it changed */
   return c->scratch;
 }
@@ -1002,6 +1005,9 @@ int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *p
   c->current = -1;
   for (size_t i = 0; i < N_SETTINGS; i++) *setting(c, i) = SETTINGS[i].dflt;
   c->threads = scratch_default_threads();
+  const char *tenv = getenv("GPT2_THREADS"); /* clamped to 1 .. POOL_MAX_THREADS */
+  long t = tenv && *tenv ? strtol(tenv, NULL, 10) : 0;
+  if (t >= 1) c->threads = t > POOL_MAX_THREADS ? POOL_MAX_THREADS : t;
   c->refs = 1; /* held by this function until registration is over */
   int rc = SQLITE_OK;
   for (size_t i = 0; i < sizeof FUNCS / sizeof FUNCS[0] && rc == SQLITE_OK; i++) {
