@@ -338,9 +338,10 @@ int gen_next_batch(Gpt2Gen *const *gs, int n, int *toks, double *logprobs, char 
     ready[i] = !gs[i]->done && !gs[i]->unfed.n && gs[i]->last < 0;
   }
   int rc = step(gs, n, 1, ready, err, errlen);
-  /* choose on the connection's threads (a sampled pick ranks all V logits:
-  ** ~2 ms, as much as the step's forward pass for 32 rows), sampler memory
-  ** reserved first so that no pick allocates; then take them in order */
+  /* choose on the connection's threads (a sampled pick ranks all V logits,
+  ** which for a large batch costs as much as the step's forward pass:
+  ** README, "Whole-table completion"), sampler memory reserved first so
+  ** that no pick allocates; then take them in order */
   int *ids = rc ? NULL : malloc((size_t)n * sizeof *ids);
   if (!rc && !ids) rc = GPT2_NOMEM;
   for (int i = 0; !rc && i < n; i++)

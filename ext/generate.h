@@ -1,7 +1,8 @@
 /*
 ** generate.h — the generation loop shared by gpt2_generate, gpt2_stream and
 ** gpt2_complete (owns: one sequence's run state between tokens — its KV
-** cache, RNG, pending UTF-8 bytes — and the stop rules).
+** cache, RNG, pending UTF-8 bytes —, the stop rules, the saved prefix state
+** for prefix reuse, and batched steps over several generations).
 **
 ** A prompt of n ids is fed with one n-row forward call; then each gen_next
 ** feeds the previous token as one row and samples the next.
