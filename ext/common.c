@@ -1,14 +1,17 @@
 /*
-** common.c — status/error helpers, id vectors, byte buffers, file reading.
+** common.c — status/error helpers, id vectors, byte buffers, file reading,
+** the Jansson key check and large-buffer allocation (see common.h).
 */
 #include "common.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -152,5 +155,22 @@ char *gpt2_path_join(const char *dir, const char *name) {
   size_t k = a;
   if (k && p[k - 1] != '/') p[k++] = '/';
   memcpy(p + k, name, b + 1);
+  return p;
+}
+
+int gpt2_json_has_key(void *obj, const char *key, size_t n) {
+  return json_object_getn(obj, key, n) != NULL;
+}
+
+void *gpt2_alloc_large(size_t bytes) {
+  const size_t huge = (size_t)2 << 20;
+  /* aligned_alloc wants a size that is a multiple of the alignment */
+  if (bytes < GPT2_HUGE_MIN) return aligned_alloc(64, bytes ? (bytes + 63) / 64 * 64 : 64);
+  if (bytes > SIZE_MAX - huge) return NULL;
+  size_t rounded = (bytes + huge - 1) / huge * huge;
+  void *p = aligned_alloc(huge, rounded);
+#ifdef MADV_HUGEPAGE
+  if (p) madvise(p, rounded, MADV_HUGEPAGE); /* a hint; failure is fine */
+#endif
   return p;
 }

@@ -1,6 +1,8 @@
 /*
-** common.h — small shared definitions for the gpt2 extension's modules:
-** status codes, the error-message convention and a growable id vector.
+** common.h — small shared definitions for the gpt2 extension's modules
+** (owns: status codes, the error-message convention, growable id and byte
+** buffers, whole-file reading, path joining, the Jansson key check and the
+** allocation of large streamed buffers).
 ** No SQLite types here: the numeric core and the tokenizer are usable
 ** (and testable) without SQLite.
 */
@@ -58,5 +60,16 @@ char *gpt2_path_join(const char *dir, const char *name);
 ** "succeeding" (tests/oom): callers treat 0 as out of memory. */
 int gpt2_json_keys_intact(const char *text, size_t n,
                           int (*has)(void *arg, const char *key, size_t n), void *arg);
+/* The `has` callback for a Jansson object (a json_t *): 1 when obj has the
+** key of n bytes. */
+int gpt2_json_has_key(void *obj, const char *key, size_t n);
+
+/* A large buffer that every step streams through (model weights, KV
+** caches): 64-byte aligned; from GPT2_HUGE_MIN bytes on, 2 MB aligned and
+** advised to the kernel as transparent huge pages (madvise, a hint), so
+** that streaming it costs few TLB misses and filling it few page faults.
+** Free with free(). NULL on OOM. */
+#define GPT2_HUGE_MIN ((size_t)4 << 20)
+void *gpt2_alloc_large(size_t bytes);
 
 #endif

@@ -27,10 +27,6 @@ static const char *type_name(const json_t *v) {
 
 #define REQUIRED (-(1LL << 40)) /* get_int default meaning "no default" */
 
-static int has_key(void *root, const char *key, size_t n) {
-  return json_object_getn(root, key, n) != NULL;
-}
-
 /* Integer key in [lo, hi]. Absent or null: *out = dflt (an error when dflt
 ** is REQUIRED). */
 static int get_int(json_t *root, const char *key, long long dflt, long long lo, long long hi,
@@ -103,12 +99,12 @@ int config_parse(const char *text, size_t len, Gpt2Config *cfg, char *err, size_
     gpt2_errorf(err, errlen, CFG ": not a JSON object");
     goto done;
   }
-  if (!gpt2_json_keys_intact(text, len, has_key, root)) { /* see common.h */
+  if (!gpt2_json_keys_intact(text, len, gpt2_json_has_key, root)) { /* see common.h */
     rc = GPT2_NOMEM;
     goto done;
   }
 
-  /* model_type: reject anything that is not GPT-2 (gpt2-facts.md). */
+  /* model_type: reject anything that is not GPT-2 (docs/formats.md, "config.json"). */
   json_t *mt = json_object_get(root, "model_type");
   if (mt && !json_is_null(mt)) {
     if (!json_is_string(mt)) {
@@ -175,7 +171,8 @@ int config_parse(const char *text, size_t len, Gpt2Config *cfg, char *err, size_
     }
   }
 
-  /* Special tokens: read them, never hard-code 50256 (gpt2-facts.md). */
+  /* Special tokens: read them, never assume GPT-2's 50256 (docs/formats.md,
+  ** "config.json"). */
   if (get_int(root, "eos_token_id", -1, 0, cfg->vocab_size - 1, &cfg->eos_id, err, errlen) ||
       get_int(root, "bos_token_id", -1, 0, cfg->vocab_size - 1, &cfg->bos_id, err, errlen))
     goto done;

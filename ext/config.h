@@ -2,7 +2,7 @@
 ** config.h — config.json of a GPT-2 checkpoint (owns: the keys we read,
 ** their defaults and sanity limits). Parsed with Jansson.
 **
-** Keys (../shared/docs/gpt2-facts.md, "Checkpoint directory"):
+** Keys (docs/formats.md, "config.json"):
 **   n_layer, n_head, n_embd, vocab_size   required integers
 **   n_positions                           required; legacy n_ctx when absent
 **   n_inner                               null/absent -> 4*n_embd

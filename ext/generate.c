@@ -1,6 +1,7 @@
 /*
 ** generate.c — prompt feeding (with prefix reuse), token-by-token and
-** batched generation, stop rules, UTF-8 hold-back for streamed text.
+** batched generation, stop rules, UTF-8 hold-back for streamed text (see
+** generate.h).
 */
 #include "generate.h"
 
@@ -62,10 +63,21 @@ static int reusable(const Gpt2Prefix *pfx, const Gpt2Model *m, const int *prompt
   return k;
 }
 
+int gen_positions(const Gpt2Model *m, int n_prompt, int max_tokens) {
+  /* the prompt (an empty one is the eos token), then every generated token
+  ** but the last, which is returned without being fed */
+  int64_t n = (int64_t)(n_prompt > 1 ? n_prompt : 1) + (max_tokens > 1 ? max_tokens - 1 : 0);
+  return n < m->cfg.n_positions ? (int)n : m->cfg.n_positions;
+}
+
+/* Set g up for the prompt. spare, when given, belongs to g from the first
+** line on (g->seq), whatever happens next: gen_free is what frees it. A
+** cache is stolen from pfx only when there is no spare to use. */
 static int prepare(Gpt2Gen *g, const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr,
                    const int *prompt, int n, const Gpt2GenParams *p, Gpt2Prefix *pfx, int steal,
                    Gpt2Seq *spare, char *err, size_t errlen) {
   memset(g, 0, sizeof *g);
+  g->seq = spare;
   g->m = model_retain(m);
   g->sc = sc;
   g->ctr = ctr;
@@ -79,32 +91,23 @@ static int prepare(Gpt2Gen *g, const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters
     prompt = &eos;
     n = 1;
   }
-  if (n > m->cfg.n_positions) {
-    seq_free(spare);
+  if (n > m->cfg.n_positions)
     return gpt2_errorf(err, errlen, "prompt is %d tokens, longer than the context (%d)", n,
                        m->cfg.n_positions);
-  }
   g->logits = malloc((size_t)m->cfg.vocab_size * sizeof(float));
-  if (!g->logits) {
-    seq_free(spare);
-    return GPT2_NOMEM;
-  }
-  int reuse = reusable(pfx, m, prompt, n);
-  if (reuse && steal) {
+  if (!g->logits) return GPT2_NOMEM;
+  int reuse = reusable(pfx, m, prompt, n), stolen = reuse && steal && !g->seq;
+  if (stolen) {
     g->seq = pfx->seq;
     pfx->seq = NULL;
     seq_truncate(g->seq, reuse);
-    seq_free(spare);
   } else {
-    g->seq = spare ? spare : seq_new(m);
-    if (!g->seq) return GPT2_NOMEM;
+    if (!g->seq && !(g->seq = seq_new(m))) return GPT2_NOMEM;
     seq_truncate(g->seq, 0);
   }
   /* every position it may fill, at once */
-  int64_t need = (int64_t)n + (p->max_tokens > 0 ? p->max_tokens : 0);
-  if (need > m->cfg.n_positions) need = m->cfg.n_positions;
-  if (seq_reserve(g->seq, m, (int)need)) return GPT2_NOMEM;
-  if (reuse && !steal && seq_copy_prefix(g->seq, pfx->seq, m, reuse)) return GPT2_NOMEM;
+  if (seq_reserve(g->seq, m, gen_positions(m, n, p->max_tokens))) return GPT2_NOMEM;
+  if (reuse && !stolen && seq_copy_prefix(g->seq, pfx->seq, m, reuse)) return GPT2_NOMEM;
   if (reuse) {
     if (idvec_reserve(&g->fed, (size_t)reuse)) return GPT2_NOMEM;
     memcpy(g->fed.v, prompt, (size_t)reuse * sizeof *prompt);
@@ -115,7 +118,7 @@ static int prepare(Gpt2Gen *g, const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters
   memcpy(g->unfed.v, prompt + reuse, (size_t)(n - reuse) * sizeof *prompt);
   g->unfed.n = (size_t)(n - reuse);
   g->n_prompt = n;
-  if (p->max_tokens <= 0 || n >= m->cfg.n_positions) g->done = 1;
+  if (p->max_tokens <= 0) g->done = 1;
   return GPT2_OK;
 }
 
@@ -185,7 +188,9 @@ static int take(Gpt2Gen *g, int id, int *tok) {
   }
   g->n_generated++;
   g->last = id;
-  if (g->n_generated >= g->p.max_tokens || g->n_prompt + g->n_generated >= g->m->cfg.n_positions)
+  /* the last position's logits gave this token: it cannot be fed (it would
+  ** need position n_positions), so it is the last one */
+  if (g->n_generated >= g->p.max_tokens || g->n_prompt + g->n_generated > g->m->cfg.n_positions)
     g->done = 1;
   return GPT2_OK;
 }
@@ -333,9 +338,10 @@ int gen_next_batch(Gpt2Gen *const *gs, int n, int *toks, double *logprobs, char 
     ready[i] = !gs[i]->done && !gs[i]->unfed.n && gs[i]->last < 0;
   }
   int rc = step(gs, n, 1, ready, err, errlen);
-  /* choose on the connection's threads (a sampled pick ranks all V logits:
-  ** ~2 ms, as much as the step's forward pass for 32 rows), sampler memory
-  ** reserved first so that no pick allocates; then take them in order */
+  /* choose on the connection's threads (a sampled pick ranks all V logits,
+  ** which for a large batch costs as much as the step's forward pass:
+  ** README, "Whole-table completion"), sampler memory reserved first so
+  ** that no pick allocates; then take them in order */
   int *ids = rc ? NULL : malloc((size_t)n * sizeof *ids);
   if (!rc && !ids) rc = GPT2_NOMEM;
   for (int i = 0; !rc && i < n; i++)
@@ -377,10 +383,4 @@ void gen_free(Gpt2Gen *g) {
   buf_free(&g->pending);
   model_release(g->m);
   memset(g, 0, sizeof *g);
-}
-
-/* TEMP until the core branch lands */
-int gen_positions(const Gpt2Model *m, int n_prompt, int max_tokens) {
-  int64_t n = (int64_t)(n_prompt > 0 ? n_prompt : 1) + (max_tokens > 0 ? max_tokens : 0);
-  return n > m->cfg.n_positions ? m->cfg.n_positions : (int)n;
 }

@@ -63,8 +63,8 @@
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 /* Decode streams each panel once from DRAM; the hardware prefetcher alone
 ** keeps too few lines in flight for 16- and 8-bit panels (one or two lines
-** per k). Measured 1 thread, 124M: q8 22.7 -> 15.5 ms/token, f16 32 -> 26;
-** 4 to 16 KB ahead perform alike. */
+** per k), so the first row block prefetches this far ahead (README,
+** "Speed"). */
 #define K_PREFETCH 4096
 /* Batched rows: later row blocks pull in the next panel (see mk512) when
 ** both fit in L2 (1.25 MB on the Xeons here; f32 K=3072 panels do not:
@@ -101,7 +101,7 @@ float k_exp(float x) {
   return y * s;
 }
 
-/* gelu_new (gpt2-facts.md): 0.5·x·(1 + tanh(u)) = x / (1 + e^(-2u)), exact
+/* gelu_new (docs/formats.md, "Forward pass"): 0.5·x·(1 + tanh(u)) = x / (1 + e^(-2u)), exact
 ** identity; this form needs only exp and has no cancellation near 0. */
 float k_gelu(float x) {
   float x3 = x * x * x;
@@ -154,7 +154,7 @@ uint16_t k_f32_to_bf16(float f) {
   return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
-static float bf16_to_f32(uint16_t h) {
+float k_bf16_to_f32(uint16_t h) {
   uint32_t u = (uint32_t)h << 16;
   float f;
   memcpy(&f, &u, 4);
@@ -165,7 +165,7 @@ static float bf16_to_f32(uint16_t h) {
 static void row_f32(int type, const void *W, size_t i, int n, float *w) {
   for (int j = 0; j < n; j++)
     w[j] = type == KT_F16    ? k_f16_to_f32(((const uint16_t *)W)[i + j])
-           : type == KT_BF16 ? bf16_to_f32(((const uint16_t *)W)[i + j])
+           : type == KT_BF16 ? k_bf16_to_f32(((const uint16_t *)W)[i + j])
            : type == KT_Q8   ? (float)((const int8_t *)W)[i + j]
                              : ((const float *)W)[i + j];
 }
@@ -260,9 +260,9 @@ T_AVX512 INLINE __m512 ld512(const int type, const void *W, size_t i) {
 /* Later row blocks prefetch the panel after W (pbytes long) to L2 at an
 ** even rate over all of them: block position q = k0 + k (k0 = the block's
 ** first position, counting every later block's K steps) takes lines
-** (q·step .. (q+1)·step) >> 16, step = lines per k in Q16. Spreading the
-** stream over every later block measured +10% over a line per k from the
-** first ones (a faster request rate stalls the blocks behind DRAM). */
+** (q·step .. (q+1)·step) >> 16, step = lines per k in Q16. Spread over
+** every later block rather than a line per k from the first ones: a faster
+** request rate stalls the blocks behind DRAM. */
 INLINE void pf_next(const void *W, long pbytes, long k0, long step, int k) {
   long q = k0 + k, l = (q * step) >> 16, l1 = ((q + 1) * step) >> 16;
   for (; l < l1 && 64 * l < pbytes; l++) _mm_prefetch((const char *)W + pbytes + 64 * l, _MM_HINT_T1);
@@ -428,8 +428,8 @@ T_AVX512 static void blk_avx512(int M, int K, int N, int type, const float *x, s
   ** is run in K chunks when the rows fit the park buffer: every row block's
   ** chains are stored to part after a chunk and reloaded for the next
   ** (exactly: the chain of operations is unchanged), so each chunk is one
-  ** stream that prefetches the next (measured on fcproj, f32 768x3072,
-  ** 32 rows: +30% over the unchunked panel, which has no such prefetch). */
+  ** stream that prefetches the next, which an unchunked panel of that size
+  ** cannot do. */
   const Mk512Fn(*fn)[3] = MK512[wpad ? type : KT_F32];
   const size_t es = type == KT_F32 ? 4 : type == KT_Q8 ? 1 : 2;
   const size_t pbytes = (size_t)K * KNB * es;
@@ -448,8 +448,8 @@ T_AVX512 static void blk_avx512(int M, int K, int N, int type, const float *x, s
     const float *Sc = S ? S + (size_t)(k0 / KQB) * KNB : NULL;
     for (int b = 0, r0 = 0, r1; r0 < M; b++, r0 = r1) {
       /* blocks of 6 rows; a remainder of 1 or 2 shares the last 6 (7 = 4+3,
-      ** 8 = 4+4): 8 chains cannot keep both FMA ports busy (measured, in
-      ** L2: +6% at 32 rows, +19% at 8). Still nb blocks. */
+      ** 8 = 4+4): a block of 1 or 2 rows has too few independent chains to
+      ** keep both FMA ports busy. Still nb blocks. */
       r1 = r0 + (M - r0 == 7 || M - r0 == 8 ? 4 : M - r0 < 6 ? M - r0 : 6);
       int pf = !wpad ? 0 : b == 0 ? 1 : next ? 2 : 0;
       float *pr = chunked ? part + (size_t)r0 * KNB : NULL;
@@ -744,10 +744,19 @@ int kpath_available(KPath p) {
   }
 }
 
+int kpath_parse(const char *name, KPath *out) {
+  static const KPath all[] = {KPATH_PORTABLE, KPATH_AVX2, KPATH_AVX512};
+  for (size_t i = 0; name && i < sizeof all / sizeof all[0]; i++)
+    if (strcmp(name, kpath_name(all[i])) == 0) {
+      *out = all[i];
+      return 0;
+    }
+  return -1;
+}
+
 KPath kpath_choose(const char *force) {
   KPath p = KPATH_AVX512;
-  if (force && strcmp(force, "portable") == 0) p = KPATH_PORTABLE;
-  else if (force && strcmp(force, "avx2") == 0) p = KPATH_AVX2;
+  if (kpath_parse(force, &p) != 0) p = KPATH_AVX512;
   while (p > KPATH_PORTABLE && !kpath_available(p)) p = (KPath)(p - 1);
   return p;
 }
@@ -962,13 +971,4 @@ void kmat_col(const KMat *m, int n, float *out) {
     const float *s = m->scale + (size_t)(n / KNB) * n_kblocks(m->K) * KNB + (size_t)(n % KNB);
     for (int k = 0; k < m->K; k++) out[k] = out[k] * s[(size_t)(k / KQB) * KNB];
   }
-}
-
-/* TEMP until the core branch lands */
-int kpath_parse(const char *name, KPath *out) {
-  if (strcmp(name, "portable") == 0) *out = KPATH_PORTABLE;
-  else if (strcmp(name, "avx2") == 0) *out = KPATH_AVX2;
-  else if (strcmp(name, "avx512") == 0) *out = KPATH_AVX512;
-  else return -1;
-  return 0;
 }

@@ -1,7 +1,8 @@
 /*
 ** kernels.h — the hand-written numeric kernels (owns: the packed weight
 ** layout, the batch-invariant matrix product, exact vector exp / GELU /
-** sum, CPU-feature dispatch). Single-threaded: callers split the work
+** sum, the 16-bit float conversions, CPU-feature dispatch and the names of
+** the CPU paths). Single-threaded: callers split the work
 ** (transformer.c splits panels, i.e. output columns, across its pool).
 **
 ** CONTRACT: BATCH INVARIANCE BY CONSTRUCTION
@@ -72,13 +73,15 @@ typedef struct KMat {
 
 /* Nonzero when this CPU (and compiler) can run path p. */
 int kpath_available(KPath p);
-/* The path to use: the best available, or the one `force` names
-** ("portable", "avx2", "avx512"; NULL/""/unknown = best) when available —
-** a forced path the CPU lacks falls back to the best one below it.
-** Callers pass getenv("GPT2_KERNEL") once per scratch. */
+/* 0 and *out = the path when name is exactly "portable", "avx2" or
+** "avx512" (whether or not this CPU has it); else -1, *out unchanged. */
+int kpath_parse(const char *name, KPath *out);
+/* The path to use: the one `force` names (kpath_parse) when this CPU has
+** it, a named path it lacks falling back to the best one below it; NULL,
+** "" or any other name: the best this CPU has. The core reads no
+** environment: the caller (the SQL layer) passes what it was asked for. */
 KPath kpath_choose(const char *force);
 const char *kpath_name(KPath p);
-int kpath_parse(const char *name, KPath *out);
 
 /* ---- packing ------------------------------------------------------------ */
 
@@ -100,10 +103,14 @@ void kmat_pack_cols(KMat *m, const float *src, size_t lds, int n0, int n1);
 /* out (K) = column n of W as f32 (the stored value; Q8: q·s), the
 ** embedding lookup from the tied head. */
 void kmat_col(const KMat *m, int n, float *out);
-/* Exact / round-to-nearest-even conversions used by packing. */
+/* The project's one implementation of the 16-bit float conversions (the
+** kernels, packing and safetensors.c's reading of F16 / BF16 files).
+** Widening is exact (subnormals, infinities and NaN payloads kept);
+** narrowing rounds to nearest even. */
 float k_f16_to_f32(uint16_t h);
+float k_bf16_to_f32(uint16_t h);
 uint16_t k_f32_to_f16(float f); /* saturates to ±65504; NaN stays NaN */
-uint16_t k_f32_to_bf16(float f);
+uint16_t k_f32_to_bf16(float f); /* NaN stays a quiet NaN */
 
 /* ---- products ------------------------------------------------------------ */
 

@@ -10,16 +10,16 @@
 **   3. model.safetensors      -> header validated (safetensors.c), then every
 **                                tensor we need checked for presence, dtype
 **                                and shape against the config
-**   4. one 64-byte-aligned arena receives all weights as float32 (F16/BF16
-**      converted once): vectors and wpe as they are, matrices packed into
-**      kernels.h panels (the tied head from wte, transposed), read in
-**      4 MB row chunks so no tensor-sized temporary exists, by two threads
-**      taking tensors in turn when the weights are 16 MB or more (copying,
-**      converting and the kernel's zeroing of fresh pages are most of a
-**      load: 0.45 s -> ~0.2 s for 124M); the file is closed
+**   4. one arena (common.h, gpt2_alloc_large) receives all weights: vectors
+**      and wpe as float32 (F16/BF16 widened once), matrices packed into
+**      kernels.h panels in the chosen format (the tied head from wte,
+**      transposed), read in 4 MB row chunks so no tensor-sized temporary
+**      exists, by two threads taking tensors in turn when the weights are
+**      16 MB or more (copying, converting and the kernel's zeroing of fresh
+**      pages are most of a load, and they split well); the file is closed
 ** Any failure frees everything: a Gpt2Model is either complete or absent.
 **
-** Tensor names (gpt2-facts.md, "model.safetensors"): bare ("wte.weight") or
+** Tensor names (docs/formats.md, "model.safetensors"): bare ("wte.weight") or
 ** "transformer."-prefixed; lm_head.weight is used when present, else the
 ** head is tied to wte. h.i.attn.bias and h.i.attn.masked_bias (mask
 ** buffers) and any other tensor we do not need are ignored, whatever their
@@ -34,7 +34,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -192,30 +191,16 @@ static int pack_tensor(const StFile *f, Need *x, int type, void *mem, float *buf
   return GPT2_OK;
 }
 
-/* The weight arena: 64-byte aligned; when large, 2 MB aligned and backed by
-** transparent huge pages where the kernel offers them (madvise mode): a
-** decode step streams every page; measured on 124M, 5-10% faster decoding
-** and ~250 page faults at load instead of ~120k. (In a VM whose memory is
-** not yet backed by the host, first-touching 2 MB pages can be slower.) */
-static void *arena_alloc(size_t bytes) {
-  const size_t huge = (size_t)2 << 20;
-  if (bytes < 4 * huge) return aligned_alloc(ARENA_ALIGN, bytes ? bytes : ARENA_ALIGN);
-  void *p = aligned_alloc(huge, (bytes + huge - 1) / huge * huge);
-#ifdef MADV_HUGEPAGE
-  if (p) madvise(p, (bytes + huge - 1) / huge * huge, MADV_HUGEPAGE); /* a hint; failure is fine */
-#endif
-  return p;
-}
-
 /* Step 4, shared by the loading threads: each takes the next tensor and
-** fills its part of the arena through its own bounce buffers. The first
-** failing tensor in list order is the one reported. */
+** fills its part of the arena (a packed tensor through the thread's own
+** chunk buffer: rows read as f32, then packed). The first failing tensor in
+** list order is the one reported. */
 typedef struct Fill {
   const StFile *f;
   Need *nd;
   int n, type;
   char *arena;
-  size_t chunk;          /* floats per bounce buffer */
+  size_t chunk;          /* floats per chunk buffer */
   _Atomic int next;      /* next tensor to take; n once one has failed */
   pthread_mutex_t mu;    /* guards the three below */
   int fail_at;           /* lowest failing index, n when none */
@@ -311,10 +296,10 @@ static int load_weights(Gpt2Model *m, const char *dir, int type, char *err, size
     n_params += k;
   }
 
-  /* One aligned arena, filled tensor by tensor through ~4 MB bounce buffers,
+  /* One aligned arena, filled tensor by tensor through ~4 MB chunk buffers,
   ** by this thread and (for a large model, when it can start) one more. */
   if (!rc) {
-    m->arena = arena_alloc(total);
+    m->arena = gpt2_alloc_large(total);
     if (!m->arena)
       rc = gpt2_errorf(err, errlen, ST_LABEL ": cannot allocate %zu bytes for the weights", total);
     m->weight_bytes = total;
@@ -348,6 +333,8 @@ static int load_weights(Gpt2Model *m, const char *dir, int type, char *err, size
   return rc;
 }
 
+const char *const gpt2_weight_formats[] = {"f32", "f16", "bf16", "q8", NULL}; /* KType order */
+
 static void model_free(Gpt2Model *m);
 
 int model_load(const char *dir, Gpt2Model **out, char *err, size_t errlen) {
@@ -358,16 +345,20 @@ int model_load_opts(const char *dir, const Gpt2LoadOptions *o, Gpt2Model **out, 
                     size_t errlen) {
   *out = NULL;
   if (err && errlen) err[0] = 0;
-  static const char *const names[] = {"f32", "f16", "bf16", "q8"}; /* index = KType */
-  const char *w = o && o->weights && *o->weights ? o->weights : "f32";
+  const char *w = o && o->weights && *o->weights ? o->weights : gpt2_weight_formats[0];
   int type = -1;
-  for (int i = 0; i < 4; i++)
-    if (strcasecmp(w, names[i]) == 0) type = i;
-  if (type < 0)
-    return gpt2_errorf(err, errlen, "weights: unknown format '%s'; use f32, f16, bf16 or q8", w);
+  for (int i = 0; gpt2_weight_formats[i]; i++)
+    if (strcasecmp(w, gpt2_weight_formats[i]) == 0) type = i;
+  if (type < 0) {
+    char names[64] = ""; /* "f32, f16, bf16 or q8" */
+    for (int i = 0; gpt2_weight_formats[i]; i++)
+      snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s",
+               !i ? "" : gpt2_weight_formats[i + 1] ? ", " : " or ", gpt2_weight_formats[i]);
+    return gpt2_errorf(err, errlen, "weights: unknown format '%.64s'; use %s", w, names);
+  }
   Gpt2Model *m = calloc(1, sizeof *m);
   if (!m) return GPT2_NOMEM;
-  snprintf(m->weights, sizeof m->weights, "%s", names[type]);
+  snprintf(m->weights, sizeof m->weights, "%s", gpt2_weight_formats[type]);
   int rc = GPT2_NOMEM;
   if (!(m->path = strdup(dir))) goto fail;
 
@@ -428,6 +419,3 @@ static void model_free(Gpt2Model *m) {
   free(m->path);
   free(m);
 }
-
-/* TEMP until the core branch lands */
-const char *const gpt2_weight_formats[] = {"f32", "f16", "bf16", "q8", NULL};

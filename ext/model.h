@@ -1,21 +1,22 @@
 /*
-** model.h — a GPT-2 checkpoint directory (owns: config.json parsing,
-** model.safetensors validation and loading, the weights in memory, the
-** tokenizer that came with them).
+** model.h — a loaded GPT-2 checkpoint (owns: the weights in memory and
+** their layout, the checks of every tensor against the config, the model's
+** lifetime by reference count, and the tokenizer that came with it).
+** Parsing is elsewhere: config.json in config.c, the safetensors header in
+** safetensors.c, vocab.json / merges.txt in the tokenizer.
 **
 ** Hugging Face layout, both tensor-name styles (bare and "transformer."),
-** F32/F16/BF16 stored weights converted to F32 at load
-** (../shared/docs/gpt2-facts.md, "Checkpoint directory", "model.safetensors").
-** A Gpt2Model is immutable after model_load: many sequences (and threads)
-** may read it at once.
+** F32/F16/BF16 stored weights (docs/formats.md, "Checkpoint directory",
+** "model.safetensors"). A Gpt2Model is immutable after model_load: many
+** sequences (and threads) may read it at once.
 **
 ** Weight storage: every matrix used in a product is packed once, at load,
-** into the panel layout of kernels.h (KMat); vectors and wpe stay plain.
-** The LM head is (C, V) = wteᵀ packed; when it is tied (no lm_head.weight)
-** wte exists only in that form and the embedding lookup reads a column of
-** it, so the weights are held once (weight_bytes ≈ 4 · n_params). Loading
-** reads the file in row chunks of a few MB straight into the packed arena:
-** no tensor-sized temporary, peak memory ≈ the arena.
+** into the panel layout of kernels.h (KMat) in the chosen format (f32, f16,
+** bf16 or q8); vectors and wpe stay plain float32. The LM head is (C, V) =
+** wteᵀ packed; when it is tied (no lm_head.weight) wte exists only in that
+** form and the embedding lookup reads a column of it, so the weights are
+** held once. Loading reads the file in row chunks of a few MB straight into
+** the packed arena: no tensor-sized temporary, peak memory ≈ the arena.
 */
 #ifndef GPT2_MODEL_H
 #define GPT2_MODEL_H
@@ -64,8 +65,8 @@ typedef struct Gpt2Model {
   char *path;            /* directory as given to model_load */
   char dtype[8];         /* stored dtype of the weights: "F32", "F16", "BF16",
                             or "mixed" when tensors differ */
-  char weights[8];       /* in-memory format of the matrices: "f32", "f16",
-                            "bf16" or "q8" (Gpt2LoadOptions) */
+  char weights[8];       /* in-memory format of the matrices:
+                            gpt2_weight_formats[KType] (Gpt2LoadOptions) */
   int64_t n_params;      /* parameters (tied head counted once) */
   size_t weight_bytes;   /* bytes of weights held in memory (the arena) */
   void *arena;           /* owns all weight memory */
@@ -75,10 +76,15 @@ typedef struct Gpt2Model {
   void (*on_last_release)(const struct Gpt2Model *m);
 } Gpt2Model;
 
+/* The in-memory weight formats by name, index = KType (kernels.h), NULL
+** after the last; [0] ("f32") is the default. */
+extern const char *const gpt2_weight_formats[];
+
 /* How to hold the weights (NULL options: all defaults). */
 typedef struct Gpt2LoadOptions {
   const char *weights; /* the matrices (every layer's products and the LM
                           head; vectors and wpe stay f32):
+                          a name of gpt2_weight_formats, case-insensitive:
                           "f32" (default, also NULL/""): float32;
                           "f16" / "bf16": 16 bits, converted to f32 in
                             registers (exact); from F32 files rounded to
@@ -86,8 +92,10 @@ typedef struct Gpt2LoadOptions {
                             files of that dtype kept exactly;
                           "q8": int8 with an f32 scale per column and block
                             of 64 rows (kernels.h), computed at load.
-                          Case-insensitive. Half / a quarter of the f32
-                          bytes, hence ~2x / ~3.5x faster decoding. */
+                          16 and 8 bits hold half / a quarter of the f32
+                          bytes, and decoding, which reads every weight
+                          once a token, speeds up about as much (README,
+                          "Speed"). */
 } Gpt2LoadOptions;
 
 /* Load <dir>/config.json, <dir>/model.safetensors and the tokenizer files.
@@ -108,7 +116,5 @@ void model_release(const Gpt2Model *m);
 /* model_retain unless the last reference is already gone (the model is
 ** being freed): then NULL. For tables of weak pointers (registry.c). */
 const Gpt2Model *model_try_retain(const Gpt2Model *m);
-
-extern const char *const gpt2_weight_formats[];
 
 #endif

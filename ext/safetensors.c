@@ -1,12 +1,13 @@
 /*
-** safetensors.c — header validation and float32 conversion for .safetensors
-** files. See safetensors.h for the rules; each check below names the rule of
-** the reference loader it mirrors (../shared/docs/gpt2-facts.md,
+** safetensors.c — header validation and reading tensors as float32 from
+** .safetensors files. See safetensors.h for the rules; each check below
+** names the rule of the reference loader it mirrors (docs/formats.md,
 ** "model.safetensors").
 **
 ** Reading uses pread() rather than mmap: F32 data goes straight into the
-** caller's (aligned) buffer with one copy, F16/BF16 through a small bounce
-** buffer, and a file that shrinks under us gives an error instead of SIGBUS.
+** caller's (aligned) buffer with one copy, F16/BF16 into the upper half of
+** that same buffer and is widened in place, and a file that shrinks under
+** us gives an error instead of SIGBUS.
 */
 #include "safetensors.h"
 
@@ -18,6 +19,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "kernels.h"
 
 /* ---------------------------------------------------------------------------
 ** dtypes
@@ -46,37 +49,6 @@ static StDtype dtype_from_name(const char *s) {
   for (size_t i = 0; i < sizeof DTYPES / sizeof DTYPES[0]; i++)
     if (strcmp(DTYPES[i].name, s) == 0) return DTYPES[i].d;
   return ST_UNKNOWN;
-}
-
-float st_f16_to_f32(uint16_t h) {
-  uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-  uint32_t exp = (h >> 10) & 0x1fu;
-  uint32_t man = h & 0x3ffu;
-  uint32_t bits;
-  if (exp == 0x1f) {                 /* inf / NaN */
-    bits = sign | 0x7f800000u | (man << 13);
-  } else if (exp != 0) {             /* normal */
-    bits = sign | ((exp + 112u) << 23) | (man << 13);
-  } else if (man == 0) {             /* signed zero */
-    bits = sign;
-  } else {                           /* subnormal: renormalise */
-    int e = -1;
-    do {
-      e++;
-      man <<= 1;
-    } while ((man & 0x400u) == 0);
-    bits = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3ffu) << 13);
-  }
-  float f;
-  memcpy(&f, &bits, sizeof f);
-  return f;
-}
-
-float st_bf16_to_f32(uint16_t b) {
-  uint32_t bits = (uint32_t)b << 16;
-  float f;
-  memcpy(&f, &bits, sizeof f);
-  return f;
 }
 
 /* Little-endian loads from unaligned bytes (safetensors is little-endian). */
@@ -250,10 +222,6 @@ static int check_tiling(StFile *f, char *err, size_t errlen) {
   return GPT2_OK;
 }
 
-static int has_key(void *root, const char *key, size_t n) {
-  return json_object_getn(root, key, n) != NULL;
-}
-
 static int parse_header(StFile *f, const char *hdr, size_t n, char *err, size_t errlen) {
   const char *label = f->label;
   /* Reference: the header starts with '{' and is valid UTF-8 JSON (Jansson
@@ -272,7 +240,7 @@ static int parse_header(StFile *f, const char *hdr, size_t n, char *err, size_t 
     rc = gpt2_errorf(err, errlen, "%s: header is not a JSON object", label);
     goto done;
   }
-  if (!gpt2_json_keys_intact(hdr, n, has_key, root)) { /* a key misspelt by OOM: common.h */
+  if (!gpt2_json_keys_intact(hdr, n, gpt2_json_has_key, root)) { /* a key misspelt by OOM: common.h */
     rc = GPT2_NOMEM;
     goto done;
   }
@@ -372,7 +340,7 @@ int st_read_f32_range(const StFile *f, const StTensor *t, uint64_t first, size_t
                        (unsigned long long)first, n, t->name);
   if (t->dtype == ST_F32) {
     /* Raw little-endian bytes into the aligned destination: a byte copy, so
-    ** the file's alignment is irrelevant (gpt2-facts.md, "ALIGNMENT"). */
+    ** the file's alignment is irrelevant (docs/formats.md, "model.safetensors"). */
     int rc = read_at(f->fd, dst, n * 4, f->data_start + t->begin + first * 4, f->label, err,
                      errlen);
     if (rc) return rc;
@@ -397,7 +365,7 @@ int st_read_f32_range(const StFile *f, const StTensor *t, uint64_t first, size_t
   if (rc) return rc;
   for (size_t i = 0; i < n; i++) {
     uint16_t h = le16(raw + 2 * i);
-    dst[i] = t->dtype == ST_F16 ? st_f16_to_f32(h) : st_bf16_to_f32(h);
+    dst[i] = t->dtype == ST_F16 ? k_f16_to_f32(h) : k_bf16_to_f32(h);
   }
   return GPT2_OK;
 }

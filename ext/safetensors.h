@@ -1,8 +1,8 @@
 /*
 ** safetensors.h — reading a .safetensors file (owns: the header checks the
-** reference loader makes, the tensor table, dtype conversion to float32).
+** reference loader makes, the tensor table, reading tensors as float32).
 **
-** Format (../shared/docs/gpt2-facts.md, "model.safetensors"): an 8-byte
+** Format (docs/formats.md, "model.safetensors"): an 8-byte
 ** little-endian u64 N, N bytes of JSON header, then the data buffer. Each
 ** header entry is "name": {"dtype", "shape", "data_offsets": [begin, end]}
 ** with offsets relative to the data buffer; "__metadata__" is optional.
@@ -66,15 +66,17 @@ typedef struct StFile {
 /* Bytes per element, 0 for ST_UNKNOWN. */
 size_t st_dtype_size(StDtype d);
 
-/* Open, map and validate path. Messages start with label. On failure *f is
+/* Open path, read its header (pread) and validate the whole file; the file
+** stays open for st_read_f32*. Messages start with label. On failure *f is
 ** left empty (st_close is still safe). */
 int st_open(const char *path, const char *label, StFile *f, char *err, size_t errlen);
 
 /* Entry called name, or NULL. */
 const StTensor *st_find(const StFile *f, const char *name);
 
-/* Convert a F32, F16 or BF16 tensor to numel floats at dst (which need not
-** relate to the file's alignment). Other dtypes: GPT2_ERROR naming it. */
+/* Read a F32, F16 or BF16 tensor as numel floats into dst (any alignment
+** of the data in the file; F16 / BF16 widened exactly by kernels.h's
+** k_f16_to_f32 / k_bf16_to_f32). Other dtypes: GPT2_ERROR naming it. */
 int st_read_f32(const StFile *f, const StTensor *t, float *dst, char *err, size_t errlen);
 /* The same for elements first .. first+n-1 (in file order) only. */
 int st_read_f32_range(const StFile *f, const StTensor *t, uint64_t first, size_t n, float *dst,
@@ -82,9 +84,5 @@ int st_read_f32_range(const StFile *f, const StTensor *t, uint64_t first, size_t
 
 /* Close the file and free the table. */
 void st_close(StFile *f);
-
-/* IEEE half / bfloat16 bits to float (exact; subnormals, inf and NaN kept). */
-float st_f16_to_f32(uint16_t h);
-float st_bf16_to_f32(uint16_t b);
 
 #endif

@@ -136,10 +136,10 @@ static void top_keys(Gpt2Sampler *s, const float *logits, int V, int k) {
 */
 
 /* The first id of the largest logit (NaN counts as -inf, so a NaN first
-** logit wins only when nothing is above -inf). Two passes over 16 running
-** maxima vectorise (the one-pass loop is a serial dependency): ~3x faster
-** (115-130 -> 31-39 us for 50,257 logits in L2), and greedy picks 16-64 of
-** these per batched step. */
+** logit wins only when nothing is above -inf). The maximum is taken over 16
+** running maxima, which vectorise (a single running maximum is one serial
+** dependency chain); a second pass finds its first id. Greedy batched steps
+** make one of these per row. */
 static int argmax(const float *logits, int V) {
   float lm[16];
   for (int j = 0; j < 16; j++) lm[j] = -INFINITY;

@@ -19,8 +19,9 @@ typedef void (*PoolFn)(void *arg, int t, int n);
 
 #define POOL_MAX_THREADS 64
 
-/* A pool of n threads (caller included; n-1 workers). If threads cannot be
-** created the pool has fewer (at least 1): *out is NULL only on OOM. */
+/* A pool of n threads (caller included; n-1 workers; n is clamped to
+** 1 .. POOL_MAX_THREADS). If threads cannot be created the pool has fewer
+** (at least 1, pool_threads tells): the result is NULL only on OOM. */
 Pool *pool_new(int n);
 /* Joins the workers. NULL is fine. */
 void pool_free(Pool *p);

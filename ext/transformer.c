@@ -1,7 +1,7 @@
 /*
 ** transformer.c — GPT-2's forward pass with per-sequence KV caches.
 **
-** Follows Hugging Face's GPT2LMHeadModel exactly (../shared/docs/gpt2-facts.md,
+** Follows Hugging Face's GPT2LMHeadModel exactly (docs/formats.md,
 ** "Forward pass"); shapes use n = rows in this call, C = n_embd, H = n_head,
 ** D = C/H, F = n_inner, V = vocab_size, T = keys visible to a row.
 **
@@ -32,7 +32,8 @@
 ** (each thread from its own contiguous range first), attention over (run,
 ** head) pairs (each pair also stores its K and V in the cache) and layer
 ** norm over rows; work is taken from atomic counters, which is safe because
-** no result depends on who computes it. OpenBLAS is no longer called here.
+** no result depends on who computes it. No BLAS: its results depend on the
+** shape of a call (README, "Kernels and exactness").
 */
 #include "transformer.h"
 
@@ -41,7 +42,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "threadpool.h"
@@ -78,8 +78,8 @@ struct Gpt2Scratch {
   int *pos;      /* (n) position of each row */
   int *run0;     /* (n+1) first row of each run of one sequence, then n */
   size_t pos_cap;
-  KPath path;    /* CPU path of the kernels (GPT2_KERNEL, read once) */
-  int threads;   /* threads to use (GPT2_THREADS, read once, or the CPUs) */
+  KPath path;    /* CPU path of the kernels (scratch_set_kernel) */
+  int threads;   /* threads to use (scratch_set_threads) */
   Pool *pool;    /* created on the first call that wants threads */
 };
 
@@ -95,8 +95,7 @@ static int fbuf_reserve(FBuf *b, size_t n) {
   return GPT2_OK;
 }
 
-/* CPUs this process may run on, at most DEFAULT_THREADS_MAX. */
-static int default_threads(void) {
+int scratch_default_threads(void) {
   int n = 0;
   cpu_set_t cs;
   if (sched_getaffinity(0, sizeof cs, &cs) == 0) n = CPU_COUNT(&cs);
@@ -105,22 +104,16 @@ static int default_threads(void) {
   return n > DEFAULT_THREADS_MAX ? DEFAULT_THREADS_MAX : n;
 }
 
-int scratch_default_threads(void) {
-  const char *e = getenv("GPT2_THREADS");
-  long t = e && *e ? strtol(e, NULL, 10) : 0;
-  return t >= 1 ? (t > POOL_MAX_THREADS ? POOL_MAX_THREADS : (int)t) : default_threads();
-}
-
 Gpt2Scratch *scratch_new(void) {
   Gpt2Scratch *s = calloc(1, sizeof(Gpt2Scratch));
   if (!s) return NULL;
-  s->path = kpath_choose(getenv("GPT2_KERNEL"));
+  s->path = kpath_choose(NULL);
   s->threads = scratch_default_threads();
   return s;
 }
 
 int scratch_set_threads(Gpt2Scratch *s, int n) {
-  if (n < 1) n = default_threads();
+  if (n < 1) n = scratch_default_threads();
   if (n > POOL_MAX_THREADS) n = POOL_MAX_THREADS;
   if (s->pool && pool_threads(s->pool) != n) {
     pool_free(s->pool);
@@ -189,27 +182,21 @@ static void cache_copy(float *dk, float *dv, int dcap, const float *sk, const fl
     memcpy(dv + i * dcap * D, sv + i * scap * D, (size_t)n * D * sizeof(float));
 }
 
-/* Cache memory: large caches on transparent huge pages (where the kernel
-** offers them via madvise): the transposed key writes stride by cap floats,
-** and a 512-token prompt's fresh 4 KB pages cost ~10k page faults. */
-static void *cache_alloc(size_t bytes) {
-  const size_t huge = (size_t)2 << 20;
-  if (bytes < 2 * huge) return malloc(bytes);
-  size_t rounded = (bytes + huge - 1) / huge * huge;
-  void *p = aligned_alloc(huge, rounded);
-#ifdef MADV_HUGEPAGE
-  if (p) madvise(p, rounded, MADV_HUGEPAGE); /* a hint; failure is fine */
-#endif
-  return p;
+size_t seq_bytes(const Gpt2Model *m, int n_pos) {
+  const Gpt2Config *c = &m->cfg;
+  if (n_pos < 0) n_pos = 0;
+  /* keys and values: (n_layer, C, cap) and (n_layer, H, cap, D) floats each */
+  return mul(2 * sizeof(float), mul(mul((size_t)c->n_layer, (size_t)c->n_embd), (size_t)n_pos));
 }
 
-/* Reallocate s to hold cap positions, keeping the first n_pos. */
+/* Reallocate s to hold cap positions, keeping the first n_pos. Large caches
+** go on huge pages (gpt2_alloc_large): the transposed key writes stride by
+** cap floats, and a long prompt fills many fresh pages at once. */
 static int seq_resize(Gpt2Seq *s, const Gpt2Model *m, int cap) {
   const Gpt2Config *c = &m->cfg;
-  size_t C = (size_t)c->n_embd, L = (size_t)c->n_layer;
-  size_t n = mul(mul(L, (size_t)cap), C);
-  if (n > SIZE_MAX / sizeof(float)) return GPT2_NOMEM;
-  float *k = cache_alloc(n * sizeof(float)), *v = cache_alloc(n * sizeof(float));
+  size_t C = (size_t)c->n_embd, L = (size_t)c->n_layer, bytes = seq_bytes(m, cap);
+  if (bytes == SIZE_MAX) return GPT2_NOMEM;
+  float *k = gpt2_alloc_large(bytes / 2), *v = gpt2_alloc_large(bytes / 2);
   if (!k || !v) {
     free(k);
     free(v);
@@ -274,9 +261,7 @@ static void run_job(Gpt2Scratch *sc, PoolFn fn, void *arg) {
 ** to back, so a thread's consecutive items touch consecutive memory (a
 ** product's next panel is the one a row block prefetches; attention's next
 ** head is the next block of the same cache); a thread done with its range
-** takes from the others' (the cores here are shared, one may run slow).
-** Measured, 32 rows, 2 threads: products +14% over items dealt from one
-** counter. */
+** takes from the others' (a core shared with other work may run slow). */
 typedef struct Range {
   _Alignas(64) atomic_int next; /* next item of this range */
   int end;
@@ -382,7 +367,8 @@ void scratch_matmul(Gpt2Scratch *sc, const KMat *W, const float *b, int M, const
   matmul(sc, W, b, M, x, y, (size_t)W->N, (KEpi)epi);
 }
 
-/* out (C) = LayerNorm(x) * w + b, biased variance (gpt2-facts.md). */
+/* out (C) = LayerNorm(x) * w + b, biased variance (docs/formats.md,
+** "Forward pass"). */
 static void layernorm_row(float *o, const float *xr, const float *w, const float *b, int C,
                           float eps) {
   double mean = 0, var = 0;
@@ -446,7 +432,7 @@ static void attend(const Gpt2Config *c, Gpt2Scratch *sc, Gpt2Seq *s, int l, int 
   /* first this head's K and V of rows r0..r1-1 into the cache (a run's
   ** positions are contiguous): the thread that reads them writes them, so
   ** the cache lines a new K column dirties are the ones the scores read
-  ** next (measured: 5.5% of a batch-32 step as a separate pass) */
+  ** next, instead of a separate pass over the cache */
   const float *kv = sc->qkv.p + (size_t)r0 * 3 * C + (size_t)h * D;
   for (int d = 0; d < D; d++)
     for (int r = r0; r < r1; r++)
@@ -597,7 +583,7 @@ int gpt2_forward(const Gpt2Model *m, Gpt2Scratch *sc, int n, const int *tokens,
     layernorm(sc, xn, x, L->ln1_w, L->ln1_b, n, C, c->ln_eps);
     matmul(sc, &L->attn, L->attn_b, n, xn, qkv, (size_t)3 * C, KEPI_STORE); /* (n, 3C) */
     /* scores / sqrt(D) when scale_attn_weights; also / (l+1) when
-    ** scale_attn_by_inverse_layer_idx (gpt2-facts.md, "Checkpoint directory") */
+    ** scale_attn_by_inverse_layer_idx (docs/formats.md, "config.json") */
     float scale = 1.0f;
     if (c->scale_attn_weights) scale /= sqrtf((float)D);
     if (c->scale_attn_by_inverse_layer_idx) scale /= (float)(l + 1);
@@ -625,9 +611,4 @@ int gpt2_forward(const Gpt2Model *m, Gpt2Scratch *sc, int n, const int *tokens,
   /* commit: every sequence now holds its rows */
   for (int r = 0; r < n; r++) seqs[r]->n_pos = sc->pos[r] + 1;
   return GPT2_OK;
-}
-
-/* TEMP until the core branch lands */
-size_t seq_bytes(const Gpt2Model *m, int n_pos) {
-  return (size_t)2 * 4 * (size_t)m->cfg.n_layer * (size_t)m->cfg.n_embd * (size_t)n_pos;
 }

@@ -5,25 +5,26 @@
 ** One call advances any number of rows, each belonging to a sequence with
 ** its own KV cache and position: a prompt is n rows of one sequence (matrix-
 ** matrix products), a batched decode step is one row of each of n sequences.
-** Pre-LN GPT-2 exactly as ../shared/docs/gpt2-facts.md, "Forward pass".
+** Pre-LN GPT-2 exactly as docs/formats.md, "Forward pass".
 **
 ** EXACTNESS CONTRACT: the logits of a row are a function of its sequence's
 ** tokens only, bitwise: they do not depend on how rows were grouped into
 ** calls (whole prompt, prefix reused from a cache + the rest, one decode row,
 ** one row of a batched gpt2_complete step), on the thread count, or on the
-** CPU path (GPT2_KERNEL). Every product goes through kernels.h (one FMA
+** CPU path (scratch_set_kernel). Every product goes through kernels.h (one FMA
 ** chain per output element over all of K, in order), and attention, layer
 ** norm, GELU and softmax are per-row computations with fixed operation
 ** order (transformer.c, "BATCH INVARIANCE"). Hence gpt2_complete equals
 ** gpt2_generate and prefix reuse equals recomputation, token for token.
-** The values differ from a float64 reference by ~1e-6 relative, as before.
+** The values differ from a float64 reference by ~1e-6 relative.
 **
-** Threads: each scratch owns a small pool (threadpool.h), created on the
-** first call that can use it and joined by scratch_free. Its size comes from
-** GPT2_THREADS (read by scratch_new; default: the CPUs this process may use,
-** at most 8) or scratch_set_threads. The kernel path comes from GPT2_KERNEL
-** = portable | avx2 | avx512 (read by scratch_new; default: the best this
-** CPU has) or scratch_set_kernel.
+** Threads and CPU path: each scratch owns a small pool (threadpool.h),
+** created on the first call that can use it and joined by scratch_free. A
+** new scratch uses scratch_default_threads() threads and the best kernel
+** path this CPU has; the caller changes either with scratch_set_threads /
+** scratch_set_kernel (the SQL layer passes the connection's settings and
+** the GPT2_THREADS / GPT2_KERNEL environment it read). The core reads no
+** environment.
 */
 #ifndef GPT2_TRANSFORMER_H
 #define GPT2_TRANSFORMER_H
@@ -46,29 +47,34 @@ typedef struct Gpt2Scratch Gpt2Scratch;
 
 Gpt2Seq *seq_new(const Gpt2Model *m);         /* NULL on OOM; cache grows lazily */
 void seq_free(Gpt2Seq *s);
-size_t seq_bytes(const Gpt2Model *m, int n_pos);
 void seq_truncate(Gpt2Seq *s, int n_pos);     /* forget positions >= n_pos */
 /* Room for need positions now (the cache otherwise doubles as it fills,
 ** copying itself each time); keeps the content. GPT2_ERROR when need is
 ** above n_positions, GPT2_NOMEM. */
 int seq_reserve(Gpt2Seq *s, const Gpt2Model *m, int need);
+/* Bytes the KV cache of one sequence takes with room for n_pos positions
+** (keys and values, float32, every layer: what seq_reserve(s, m, n_pos)
+** allocates, before rounding to pages). SIZE_MAX if that overflows. */
+size_t seq_bytes(const Gpt2Model *m, int n_pos);
 /* dst := the first n_pos positions of src (dst's old content is dropped;
 ** dst == src truncates). GPT2_ERROR when n_pos is not in [0, src->n_pos];
 ** GPT2_NOMEM leaves dst empty (n_pos 0). */
 int seq_copy_prefix(Gpt2Seq *dst, const Gpt2Seq *src, const Gpt2Model *m, int n_pos);
 
-Gpt2Scratch *scratch_new(void);                /* NULL on OOM */
+/* A scratch on scratch_default_threads() threads and the best kernel path
+** this CPU has. NULL on OOM. */
+Gpt2Scratch *scratch_new(void);
 void scratch_free(Gpt2Scratch *s);             /* joins the pool's threads */
-/* The default thread count: $GPT2_THREADS when set (clamped to 1 ..
-** POOL_MAX_THREADS), else the CPUs this process may use, at most 8. */
+/* The default thread count: the CPUs this process may run on (its affinity
+** mask), at most 8. */
 int scratch_default_threads(void);
 /* Threads for later calls (n < 1: the default); returns the count set. A
 ** pool of another size is joined now and the new one made on next use. */
 int scratch_set_threads(Gpt2Scratch *s, int n);
 int scratch_threads(const Gpt2Scratch *s);
-/* Kernel path by name ("portable", "avx2", "avx512"; other: the best);
-** a path the CPU lacks falls back to the best below it. Returns the name
-** of the path now in use. */
+/* Kernel path by name (kpath_choose: "portable", "avx2", "avx512"; NULL or
+** another name: the best); a path the CPU lacks falls back to the best
+** below it. Returns the name of the path now in use. */
 const char *scratch_set_kernel(Gpt2Scratch *s, const char *name);
 const char *scratch_kernel(const Gpt2Scratch *s);
 /* A grow-only buffer of n floats for the caller (the logits of a batched

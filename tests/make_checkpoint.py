@@ -41,7 +41,7 @@ import sys
 
 import numpy as np
 
-SHAPES = {  # n_layer, n_head, n_embd, n_positions (gpt2-facts.md, official sizes)
+SHAPES = {  # n_layer, n_head, n_embd, n_positions (docs/formats.md, "Checkpoint directory")
     "tiny": (2, 4, 64, 128),
     "124M": (12, 12, 768, 1024),
     "355M": (24, 16, 1024, 1024),
@@ -65,7 +65,7 @@ DELETE = object()  # extra_config value that removes a key from config.json
 
 
 def bytes_to_unicode():
-    """GPT-2's byte -> printable character map (gpt2-facts.md, "Tokenizer")."""
+    """GPT-2's byte -> printable character map (docs/formats.md, "Tokenizer")."""
     bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
           + list(range(ord("®"), ord("ÿ") + 1)))
     cs = bs[:]

@@ -1,10 +1,13 @@
 """Independent numpy (float64) GPT-2 forward pass, written from
-../shared/docs/gpt2-facts.md ("Forward pass") and Hugging Face's
-GPT2LMHeadModel, used as ground truth for the extension's logits.
+docs/formats.md ("Forward pass") and Hugging Face's GPT2LMHeadModel, used as
+ground truth for the extension's logits.
 
     logits(weights, cfg, ids)  -> np.ndarray [T, V], no cache
-    greedy(weights, cfg, ids, n, stop=None) -> list of n new ids, recomputing
-        the whole sequence every step (argmax, lowest id on ties)
+    greedy(weights, cfg, ids, n, stop=None) -> up to n new ids, recomputing
+        the whole sequence every step (argmax, lowest id on ties); at the
+        context's end as Hugging Face's generate: the token picked from the
+        last position's logits is returned but never appended, so a prompt
+        of T <= n_positions tokens gets at most n_positions - T + 1
 
 weights: canonical bare names -> float arrays (tests/make_checkpoint.py);
 cfg: the config.json dict.
@@ -65,15 +68,16 @@ def logits(weights, cfg, ids):
 
 
 def greedy(weights, cfg, ids, n, stop=None):
-    """n greedy steps by full recomputation; stops after emitting `stop`."""
+    """Up to n greedy steps by full recomputation; stops after emitting
+    `stop`, and after the token picked at the context's last position."""
     W = _f64(weights)
+    P = cfg.get("n_positions", cfg.get("n_ctx"))
     seq, out = list(ids), []
+    assert 1 <= len(seq) <= P
     for _ in range(n):
-        if len(seq) >= cfg.get("n_positions", cfg.get("n_ctx")):
-            break
         nxt = int(np.argmax(logits(W, cfg, seq)[-1]))
         out.append(nxt)
-        if nxt == stop:
+        if nxt == stop or len(seq) == P:  # no position left to feed it at
             break
         seq.append(nxt)
     return out

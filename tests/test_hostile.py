@@ -400,11 +400,13 @@ def test_empty_prompts(conn):
 
 
 def test_generation_never_exceeds_the_context(conn):
-    ids = json.dumps(list(range(1, P)))  # P - 1 tokens: room for one
-    assert len(conn.execute("SELECT * FROM gpt2_stream(json(?), 16)", (ids,)).fetchall()) <= 1
-    ids = json.dumps(list(range(1, P + 1)))  # exactly full
-    assert conn.execute("SELECT * FROM gpt2_stream(json(?), 16)", (ids,)).fetchall() == []
-    assert one(conn, "SELECT gpt2_generate(json(?), 16)", ids) == b""
+    # a prompt of n tokens yields at most P - n + 1 (the last is never fed)
+    ids = json.dumps(list(range(1, P)))  # P - 1 tokens: one fed, one more picked
+    assert len(conn.execute("SELECT * FROM gpt2_stream(json(?), 16)", (ids,)).fetchall()) <= 2
+    ids = json.dumps(list(range(1, P + 1)))  # exactly full: one token, from position P - 1
+    rows = conn.execute("SELECT token FROM gpt2_stream(json(?), 16)", (ids,)).fetchall()
+    assert len(rows) == 1
+    assert one(conn, "SELECT gpt2_generate(json(?), 16)", ids) == rows[0][0]
 
 
 # ---------------------------------------------------------------------------

@@ -26,6 +26,7 @@ arithmetic only; logits here reach |8|).
 """
 import ctypes
 import json
+import os
 
 import numpy as np
 import pytest
@@ -314,6 +315,38 @@ def test_half_conversions(lib):
         assert np.array_equal(p.buf.view(np.uint16).reshape(48, 64), want)
     assert lib.k_f32_to_f16(1e6) == 0x7BFF and lib.k_f32_to_f16(-np.inf) == 0xFBFF  # saturates
     assert lib.k_f32_to_bf16(float("nan")) & 0x7FC0 == 0x7FC0
+    # widening, the one implementation safetensors.c reads F16 / BF16 files with
+    lib.k_bf16_to_f32.argtypes = [ctypes.c_uint16]
+    lib.k_bf16_to_f32.restype = ctypes.c_float
+    for u in list(range(0, 65536, 97)) + [0x0001, 0x03FF, 0x7C00, 0x7E01, 0x8001, 0xFC00, 0xFFFF]:
+        f16 = np.array([u], np.uint16).view(np.float16).astype(np.float32)[0]
+        bf = (np.array([u], np.uint32) << 16).view(np.float32)[0]
+        for got, want in ((lib.k_f16_to_f32(u), f16), (lib.k_bf16_to_f32(u), bf)):
+            assert (np.isnan(got) and np.isnan(want)) or np.float32(got).tobytes() == want.tobytes()
+
+
+def test_kpath_parse_and_no_environment(lib, paths, monkeypatch):
+    """kpath_parse takes exactly the three names; the core reads no
+    GPT2_KERNEL / GPT2_THREADS (the SQL layer passes them)."""
+    lib.kpath_parse.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]
+    lib.scratch_kernel.argtypes = [ctypes.c_void_p]
+    lib.scratch_kernel.restype = ctypes.c_char_p
+    lib.scratch_threads.argtypes = [ctypes.c_void_p]
+    out = ctypes.c_int(-7)
+    for i, name in enumerate(PATHS):
+        assert lib.kpath_parse(name.encode(), ctypes.byref(out)) == 0 and out.value == i
+    for bad in (b"", b"AVX2", b"avx2 ", b"avx", b"sse", None):
+        out.value = -7
+        assert lib.kpath_parse(bad, ctypes.byref(out)) == -1 and out.value == -7
+    monkeypatch.setenv("GPT2_KERNEL", "portable")
+    monkeypatch.setenv("GPT2_THREADS", "3")
+    s = lib.scratch_new()
+    try:
+        assert lib.scratch_kernel(s).decode() == paths[-1]  # the best this CPU has
+        assert lib.scratch_threads(s) == lib.scratch_default_threads()
+        assert 1 <= lib.scratch_default_threads() <= min(8, len(os.sched_getaffinity(0)))
+    finally:
+        lib.scratch_free(s)
 
 
 @pytest.mark.parametrize("wtype", ["f16", "bf16", "q8"])

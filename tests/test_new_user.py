@@ -122,6 +122,43 @@ def kv_figures(msg):
     return int(m[1]), int(m[2]), int(m[3]), int(m[4]), m[5]
 
 
+def test_kv_limit_message_states_the_live_batch(mdb, tiny):
+    cfg = tiny[1]
+    per_pos = 2 * 4 * cfg["n_layer"] * cfg["n_embd"]  # float32 keys and values, every layer
+    one(mdb, "SELECT gpt2_set('kv_memory_limit', 1048576)")
+    mdb.execute("CREATE TABLE d(k, t)")
+    mdb.executemany("INSERT INTO d VALUES (?, ?)", [(i, "Hi") for i in range(20)])
+    m = err(mdb, "SELECT * FROM gpt2_complete('SELECT k, t FROM d', 90, NULL, NULL, NULL, "
+                 "NULL, 20)")
+    n_seqs, positions, need, limit, knobs = kv_figures(m)
+    assert m.startswith("gpt2_complete: ")
+    assert limit == 1048576 and need == positions * per_pos and need > limit
+    n_prompt = one(mdb, "SELECT gpt2_token_count('Hi')")
+    per_seq = n_prompt + 90 - 1   # the last token is never fed back
+    assert positions == n_seqs * per_seq            # the live batch, all of it
+    assert (n_seqs - 1) * per_seq * per_pos <= limit  # one fewer fitted
+    assert 1 < n_seqs < 20
+    assert knobs == "lower max_tokens or batch_size"
+
+
+def test_kv_limit_message_of_scalar_functions(wide):
+    d, cfg = wide
+    per_pos = 2 * 4 * cfg["n_layer"] * cfg["n_embd"]
+    conn = connect()
+    conn.execute("SELECT gpt2_load(?)", (d,))
+    one(conn, "SELECT gpt2_set('kv_memory_limit', 1048576)")
+    m = err(conn, "SELECT gpt2_generate('', 150)")
+    n_seqs, positions, need, limit, knobs = kv_figures(m)
+    assert m.startswith("gpt2_generate: ")
+    assert (n_seqs, positions) == (1, 150) and need == 150 * per_pos
+    assert "batch_size" not in m and knobs == "lower max_tokens or shorten the prompt"
+    long_ids = json.dumps([1] * 140)
+    m = err(conn, "SELECT gpt2_logits(json(?))", long_ids)
+    n_seqs, positions, need, limit, knobs = kv_figures(m)
+    assert m.startswith("gpt2_logits: ") and positions == 140 and knobs == "shorten the prompt"
+    conn.close()
+
+
 # ---- environment variables ---------------------------------------------------
 
 @pytest.mark.parametrize("value", ["0", "-3"])
