@@ -32,10 +32,11 @@
 #define CFG_MAX_INNER (1 << 20)
 
 /* Parse config.json text (len bytes) into cfg. Messages start with
-** "config.json: ". */
-int config_parse(const char *text, size_t len, Gpt2Config *cfg, char *err, size_t errlen);
+** "<label>: " (config_load passes the file's full path). */
+int config_parse(const char *text, size_t len, const char *label, Gpt2Config *cfg, char *err,
+                 size_t errlen);
 
-/* Read and parse <dir>/config.json. */
+/* Read and parse <dir>/config.json; messages name its full path. */
 int config_load(const char *dir, Gpt2Config *cfg, char *err, size_t errlen);
 
 /* Parameters the config implies (tied head; plus V*C more when untied).

@@ -138,30 +138,30 @@ static int find_tensor(const StFile *f, const char *name, const StTensor **out, 
   snprintf(pref, sizeof pref, "transformer.%s", name);
   const StTensor *a = st_find(f, name), *b = st_find(f, pref);
   if (a && b)
-    return gpt2_errorf(err, errlen, ST_LABEL ": tensor %s appears twice (as %s and %s)", name,
-                       name, pref);
+    return gpt2_errorf(err, errlen, "%s: tensor %s appears twice (as %s and %s)", f->label,
+                       name, name, pref);
   *out = a ? a : b;
-  if (!*out) return gpt2_errorf(err, errlen, ST_LABEL ": missing tensor %s", name);
+  if (!*out) return gpt2_errorf(err, errlen, "%s: missing tensor %s", f->label, name);
   return GPT2_OK;
 }
 
 /* Dtype must be one we convert; shape must match the config. */
-static int check_tensor(const Need *x, char *err, size_t errlen) {
+static int check_tensor(const char *label, const Need *x, char *err, size_t errlen) {
   const StTensor *t = x->t;
   if (t->dtype == ST_UNKNOWN)
-    return gpt2_errorf(err, errlen, ST_LABEL ": tensor %s has unknown dtype %s", t->name,
+    return gpt2_errorf(err, errlen, "%s: tensor %s has unknown dtype %s", label, t->name,
                        t->dtype_name);
   if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16)
-    return gpt2_errorf(err, errlen, ST_LABEL ": tensor %s has dtype %s; supported: F32, F16, BF16",
-                       t->name, t->dtype_name);
+    return gpt2_errorf(err, errlen, "%s: tensor %s has dtype %s; supported: F32, F16, BF16",
+                       label, t->name, t->dtype_name);
   int ok = t->rank == x->rank;
   for (int i = 0; ok && i < x->rank; i++) ok = t->shape[i] == x->shape[i];
   if (!ok) {
     char got[160], want[64];
     shape_str(got, sizeof got, t->rank, t->shape);
     shape_str(want, sizeof want, x->rank, x->shape);
-    return gpt2_errorf(err, errlen, ST_LABEL ": tensor %s has shape %s, expected %s", t->name, got,
-                       want);
+    return gpt2_errorf(err, errlen, "%s: tensor %s has shape %s, expected %s", label, t->name,
+                       got, want);
   }
   return GPT2_OK;
 }
@@ -247,9 +247,11 @@ static int load_weights(Gpt2Model *m, const char *dir, int type, char *err, size
   char *path = gpt2_path_join(dir, ST_LABEL);
   if (!path) return GPT2_NOMEM;
   StFile f;
-  int rc = st_open(path, ST_LABEL, &f, err, errlen);
-  free(path);
-  if (rc) return rc;
+  int rc = st_open(path, path, &f, err, errlen); /* messages name the full path */
+  if (rc) {
+    free(path);
+    return rc;
+  }
 
   /* lm_head.weight [V, C] when present (never prefixed: it sits beside
   ** "transformer" in GPT2LMHeadModel); otherwise the head is tied to wte. */
@@ -258,6 +260,7 @@ static int load_weights(Gpt2Model *m, const char *dir, int type, char *err, size
   Need *nd = list_needs(m, !head, &n);
   if (!nd) {
     st_close(&f);
+    free(path);
     return GPT2_NOMEM;
   }
   if (head)
@@ -270,11 +273,11 @@ static int load_weights(Gpt2Model *m, const char *dir, int type, char *err, size
   for (int i = 0; i < n && !rc; i++) {
     if (strcmp(nd[i].name, "lm_head.weight") == 0) nd[i].t = head;
     else rc = find_tensor(&f, nd[i].name, &nd[i].t, err, errlen);
-    if (!rc) rc = check_tensor(&nd[i], err, errlen);
+    if (!rc) rc = check_tensor(path, &nd[i], err, errlen);
     if (rc) break;
     uint64_t k = nd[i].t->numel; /* <= file size: checked against offsets */
     if (k > SIZE_MAX / 8) {
-      rc = gpt2_errorf(err, errlen, ST_LABEL ": weights too large for memory");
+      rc = gpt2_errorf(err, errlen, "%s: weights too large for memory", path);
       break;
     }
     size_t b = nd[i].kind == PLAIN ? (size_t)k * sizeof(float)
@@ -287,7 +290,7 @@ static int load_weights(Gpt2Model *m, const char *dir, int type, char *err, size
     }
     b = (b + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
     if (b > SIZE_MAX - total) {
-      rc = gpt2_errorf(err, errlen, ST_LABEL ": weights too large for memory");
+      rc = gpt2_errorf(err, errlen, "%s: weights too large for memory", path);
       break;
     }
     nd[i].off = total;
@@ -301,7 +304,8 @@ static int load_weights(Gpt2Model *m, const char *dir, int type, char *err, size
   if (!rc) {
     m->arena = gpt2_alloc_large(total);
     if (!m->arena)
-      rc = gpt2_errorf(err, errlen, ST_LABEL ": cannot allocate %zu bytes for the weights", total);
+      rc = gpt2_errorf(err, errlen, "%s: cannot allocate %zu bytes for the weights", path,
+                       total);
     m->weight_bytes = total;
   }
   if (!rc) {
@@ -330,6 +334,7 @@ static int load_weights(Gpt2Model *m, const char *dir, int type, char *err, size
   }
   free(nd);
   st_close(&f);
+  free(path); /* f.label */
   return rc;
 }
 

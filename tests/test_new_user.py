@@ -265,3 +265,22 @@ def test_query_may_end_with_a_comment(mdb):
     assert rows == [(1,)]
     assert err(mdb, "SELECT * FROM gpt2_complete('SELECT 1, ''a''; SELECT 2, ''b''', 2)") == \
         "gpt2_complete: argument 1 (query) must be a single statement"
+
+
+def test_load_errors_name_files_by_full_path(tmp_path, vocab_dir):
+    """config.json, model.safetensors, vocab.json and merges.txt errors all
+    start with the file's full path."""
+    import shutil
+    base = tmp_path / "ck"
+    write_checkpoint(str(base), n_layer=1, n_head=2, n_embd=32, n_positions=16, seed=1,
+                     return_weights=False)
+    conn = connect()
+    broken = {"config.json": b'{"n_layer": "two"}', "model.safetensors": b"\x08\x00",
+              "vocab.json": b"[1, 2]", "merges.txt": b"#version: 0.2\na\n"}
+    for name, content in broken.items():
+        d = tmp_path / ("bad_" + name.replace(".", "_"))
+        shutil.copytree(base, d)
+        (d / name).write_bytes(content)
+        m = err(conn, "SELECT gpt2_load(?)", str(d))
+        assert m.startswith(f"gpt2_load: {os.path.realpath(d)}/{name}"), m
+    conn.close()

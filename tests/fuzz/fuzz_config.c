@@ -20,7 +20,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   Gpt2Config cfg;
   char err[GPT2_ERRLEN];
   err[0] = 0;
-  int rc = config_parse((const char *)data, size, &cfg, err, sizeof err);
+  int rc = config_parse((const char *)data, size, "config.json", &cfg, err, sizeof err);
   /* No allocation fails here: NOMEM would mean a syntax error taken for one
   ** (config.c reads a Jansson error without a message as OOM). */
   FZ_CHECK(rc != GPT2_NOMEM, "GPT2_NOMEM for a %zu-byte input", size);
