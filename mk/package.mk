@@ -26,8 +26,10 @@ DIST_TGZ  := build/dist/$(DIST_NAME).tar.gz
 WHEEL     := build/dist/sqlite_gpt2-$(VERSION)-py3-none-linux_$(ARCH).whl
 NPM_TGZ   := build/dist/sqlite-gpt2-$(VERSION).tgz
 SC_DIR    := build/selfcontained
+# the wheel's build and tests; g++ compiles better-sqlite3 where its prebuilt binary
+# cannot be fetched (scripts/fetch-node-deps.sh)
 PKG_DEBS  := python3-build python3-setuptools python3-wheel python3-venv python3-pip \
-             python3-pluggy sqlite-utils
+             python3-pluggy sqlite-utils g++
 PY_SRCS   := $(shell find bindings/python -type f -not -path '*/__pycache__/*' -not -name '*.pyc')
 NODE_SRCS := $(wildcard bindings/node/*)
 DOCDIR     = $(PREFIX)/share/doc/gpt2-sqlite
