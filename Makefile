@@ -44,3 +44,4 @@ bench: deps vocab all
 	$(PYTHON) scripts/bench_scaling.py
 
 .PHONY: demo bench
+include mk/package.mk

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Download a GPT-2 checkpoint from Hugging Face into models/NAME/.
-#   scripts/download-model.sh [gpt2|gpt2-medium|gpt2-large|gpt2-xl|distilgpt2]
+# Download a GPT-2 checkpoint from Hugging Face into DIR, default models/NAME/ (in the
+# repository; under the current directory when installed as gpt2-download).
+#   scripts/download-model.sh [gpt2|gpt2-medium|gpt2-large|gpt2-xl|distilgpt2] [DIR]
 # Resumable (curl -C -), with a progress bar; verifies each file's size and, for
 # model.safetensors, the SHA-256 that the Hub lists for it. Exit 2 when the Hub
 # cannot be reached (one line on stderr), 1 on any other failure.
@@ -12,7 +13,9 @@ case "$name" in
   *) echo "download-model: unknown model '$name' (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2)" >&2; exit 1 ;;
 esac
 hub=${HF_ENDPOINT:-https://huggingface.co}
-dir="$(cd "$(dirname "$0")/.." && pwd)/models/$name"
+base="$(cd "$(dirname "$0")/.." && pwd)"
+[ -f "$base/ext/version.h" ] || base=$PWD   # installed: not inside the repository
+dir=${2:-$base/models/$name}
 mkdir -p "$dir"
 
 # One small request first, so that no route to the Hub is said in one line.
