@@ -26,6 +26,7 @@ struct Gpt2Conn {
   const char *kernel;   /* $GPT2_KERNEL at open (a kpath name), NULL: the best */
   Gpt2Scratch *scratch; /* activations for this connection's calls */
   Gpt2Counters ctr;     /* work counters, see gpt2_info() */
+  Gpt2Progress progress; /* the latest long job, see gpt2_progress() */
   Gpt2Prefix prefix;    /* KV state of the last generation, for prefix reuse */
   Gpt2Settings set;
 };
@@ -42,6 +43,7 @@ static const struct {
      offsetof(Gpt2Settings, kv_memory_limit)},
     /* default 0 stands for $GPT2_THREADS or the CPUs, set at open */
     {"threads", 1, POOL_MAX_THREADS, 0, offsetof(Gpt2Settings, threads)},
+    {"progress", 0, 2, 1, offsetof(Gpt2Settings, progress)},
 };
 #define N_SETTINGS ((int)(sizeof SETTINGS / sizeof SETTINGS[0]))
 
@@ -326,6 +328,8 @@ int64_t conn_setting_set(Gpt2Conn *c, int i, int64_t v) {
 */
 
 Gpt2Counters *conn_counters(Gpt2Conn *c) { return &c->ctr; }
+
+Gpt2Progress *conn_progress(Gpt2Conn *c) { return &c->progress; }
 
 Gpt2Scratch *conn_scratch(Gpt2Conn *c) {
   if (!c->scratch) {

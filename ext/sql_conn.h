@@ -1,7 +1,7 @@
 /*
 ** sql_conn.h — one database connection's state (owns: the models loaded on
 ** the connection and which is current, the settings of gpt2_set, the work
-** counters of gpt2_info, the prefix cache, the activation scratch, and the
+** counters of gpt2_info, the latest long job's progress, the prefix cache, the activation scratch, and the
 ** environment variables, read once when the connection opens).
 **
 ** Every SQL function and table registered on a connection holds a reference
@@ -16,6 +16,7 @@
 
 #include "generate.h"
 #include "model.h"
+#include "progress.h"
 #include "tokenizer.h"
 #include "transformer.h"
 
@@ -35,6 +36,7 @@ typedef struct Gpt2Settings {
   int64_t max_tokens_limit; /* cap on max_tokens; 0 = the model's context */
   int64_t kv_memory_limit;  /* cap on the KV-cache bytes one statement may hold */
   int64_t threads;          /* compute threads of this connection's calls */
+  int64_t progress;         /* bar on stderr: 0 never, 1 when a terminal, 2 always */
 } Gpt2Settings;
 
 /* A new connection state with one reference. Reads GPT2_MODEL, GPT2_THREADS
@@ -88,6 +90,8 @@ int64_t conn_setting_set(Gpt2Conn *c, int i, int64_t v);
 /* ---- compute ---- */
 
 Gpt2Counters *conn_counters(Gpt2Conn *c);
+/* The latest long job's progress (gpt2_progress()). */
+Gpt2Progress *conn_progress(Gpt2Conn *c);
 /* The activation scratch (made on first use, threads and kernel as set);
 ** NULL on OOM. */
 Gpt2Scratch *conn_scratch(Gpt2Conn *c);

@@ -11,6 +11,7 @@
 **   gpt2_generate(prompt [, max_tokens [, temperature [, top_k [, top_p [, seed]]]]])
 **   gpt2_use(name), gpt2_unload(name)   switch between / free loaded models
 **   gpt2_set(name, value)               connection settings
+**   gpt2_progress()                     the latest long job's progress (JSON)
 **
 ** Each function checks its arguments (sql_args.h), calls the modules and
 ** reports errors as "gpt2_<fn>: <what is wrong>".
@@ -398,6 +399,33 @@ static void fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   idvec_free(&ids);
 }
 
+/* gpt2_progress(): where the connection's latest long job is; NULL before
+** any. */
+static void fn_progress(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  (void)argc;
+  (void)argv;
+  Gpt2Progress *p = conn_progress(sqlite3_user_data(ctx));
+  if (!p->what) return;
+  if (p->running) p->t_now = progress_clock();
+  double left = progress_seconds_left(p);
+  json_t *j = json_object();
+  int bad = !j;
+  bad |= json_object_set_new(j, "function", json_string(p->what));
+  bad |= json_object_set_new(j, "running", json_boolean(p->running));
+  bad |= json_object_set_new(j, "rows_done", json_integer(p->rows_done));
+  bad |= json_object_set_new(j, "rows_total",
+                             p->rows_total >= 0 ? json_integer(p->rows_total) : json_null());
+  bad |= json_object_set_new(j, "tokens", json_integer(p->tokens));
+  bad |= json_object_set_new(j, "elapsed_s", json_real(p->t_now - p->t_start));
+  bad |= json_object_set_new(j, "tokens_per_s", json_real(progress_tokens_per_s(p)));
+  bad |= json_object_set_new(j, "seconds_left", left >= 0 ? json_real(left) : json_null());
+  if (bad) {
+    json_decref(j);
+    j = NULL;
+  }
+  sql_result_json(ctx, j);
+}
+
 /* gpt2_set(name, value): change a connection setting; returns the previous
 ** value. */
 static void fn_set(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
@@ -502,6 +530,7 @@ static const struct {
     {"gpt2_use", 1, SQLITE_DIRECTONLY | SQLITE_RESULT_SUBTYPE, fn_use},
     {"gpt2_unload", 1, SQLITE_DIRECTONLY, fn_unload},
     {"gpt2_set", 2, SQLITE_DIRECTONLY, fn_set},
+    {"gpt2_progress", 0, SQLITE_RESULT_SUBTYPE, fn_progress},
     {"gpt2_tokenize", 1, SQLITE_RESULT_SUBTYPE, fn_tokenize},
     {"gpt2_detokenize", 1, 0, fn_detokenize},
     {"gpt2_token_count", 1, 0, fn_token_count},

@@ -92,6 +92,7 @@ typedef struct CompleteCursor {
   IdVec prev_ids;           /* its prompt */
   int kv_live;              /* positions the live jobs may fill (kv_memory_limit) */
   int n_live;               /* live jobs */
+  Gpt2Progress *progress;   /* the connection's, while this cursor reports to it */
   sqlite3_int64 rowid;
 } CompleteCursor;
 
@@ -138,6 +139,8 @@ static void jobFree(Job *j) {
 }
 
 static void cursorReset(CompleteCursor *c) {
+  if (c->progress) progress_end(c->progress);
+  c->progress = NULL;
   sqlite3_finalize(c->stmt);
   c->stmt = NULL;
   for (int i = 0; i < c->batch; i++) jobFree(c->slots[i]);
@@ -241,6 +244,7 @@ static int fill(CompleteCursor *c, char *err, size_t errlen) {
     if (rc == SQLITE_DONE) {
       sqlite3_finalize(c->stmt);
       c->stmt = NULL;
+      if (c->progress && c->progress->rows_total < 0) c->progress->rows_total = c->n_read;
       break;
     }
     if (rc != SQLITE_ROW)
@@ -257,6 +261,7 @@ static int fill(CompleteCursor *c, char *err, size_t errlen) {
     }
     if (sqlite3_value_type(j->prompt) == SQLITE_NULL) {
       enqueue(c, j);
+      if (c->progress) progress_add(c->progress, 1, 0);
       continue;
     }
     IdVec ids = {0};
@@ -298,6 +303,7 @@ static int fill(CompleteCursor *c, char *err, size_t errlen) {
       idvec_free(&ids);
       recycle_seq(c, j); /* never fed */
       enqueue(c, j);     /* nothing to generate (max_tokens 0) */
+      if (c->progress) progress_add(c->progress, 1, 0);
     } else {
       c->slots[s] = j;
       c->kv_live += j->kv_need;
@@ -329,9 +335,12 @@ static int advance(CompleteCursor *c, char *err, size_t errlen) {
     char msg[GPT2_ERRLEN];
     rc = gen_next_batch(gens, n, toks, NULL, msg, sizeof msg);
     if (rc == GPT2_ERROR || rc == GPT2_INTERRUPTED) gpt2_errorf(err, errlen, "gpt2_complete: %s", msg);
+    int64_t finished = 0, produced = 0;
     for (int i = 0; !rc && i < n; i++) {
       Job *j = c->slots[who[i]];
       if (toks[i] >= 0) rc = gen_take_text(&j->gen, toks[i], j->gen.done, &j->text);
+      produced += toks[i] >= 0;
+      finished += j->gen.done;
       if (!rc && j->gen.done) {
         c->slots[who[i]] = NULL;
         c->kv_live -= j->kv_need;
@@ -341,6 +350,7 @@ static int advance(CompleteCursor *c, char *err, size_t errlen) {
         enqueue(c, j);
       }
     }
+    if (c->progress) progress_add(c->progress, finished, produced);
   }
   free(gens);
   free(toks);
@@ -391,6 +401,23 @@ static int completeRowid(sqlite3_vtab_cursor *cur, sqlite_int64 *pRowid) {
   return SQLITE_OK;
 }
 
+/* Rows the query returns, counted by running it once more (for the bar's
+** total: only when a bar is drawn); -1 when that cannot be done. */
+static sqlite3_int64 count_rows(sqlite3 *db, sqlite3_stmt *query) {
+  const char *q = sqlite3_sql(query);
+  size_t n = q ? strlen(q) : 0;
+  while (n && strchr(" \t\r\n;", q[n - 1])) n--; /* the statement's own ';' */
+  char *sql = sqlite3_mprintf("SELECT count(*) FROM (\n%.*s\n)", (int)n, q ? q : "");
+  sqlite3_stmt *st = NULL;
+  sqlite3_int64 rows = -1;
+  if (sql && sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW)
+    rows = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_free(sql);
+  return rows;
+}
+
 static int completeFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, int argc,
                           sqlite3_value **argv) {
   (void)idxStr;
@@ -432,6 +459,9 @@ static int completeFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxS
   rc = sql_prepare_query(vt->db, "gpt2_complete", sql, 2, "two columns, (key, prompt)", &c->stmt,
                          err, sizeof err);
   if (rc) return sql_vtab_error(cur->pVtab, rc, err);
+  c->progress = conn_progress(conn);
+  progress_begin(c->progress, "gpt2_complete", -1, (int)set->progress);
+  if (c->progress->draw) c->progress->rows_total = count_rows(vt->db, c->stmt);
   return completeNext(cur);
 }
 

@@ -33,6 +33,14 @@ UPDATE docs SET continuation = c.completion
  WHERE docs.id = c.key;
 SELECT id, body, continuation FROM docs;
 
+-- A longer job: on a terminal, gpt2_complete draws a progress bar on stderr
+-- (rows done of the total, tokens/s, time left; gpt2_set('progress', 0) turns it
+-- off) and gpt2_progress() reports the same figures to programs.
+SELECT count(*) AS rows, sum(n_tokens) AS tokens
+  FROM gpt2_complete('WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 48)
+                      SELECT i, ''Story number '' || i || '' begins:'' FROM n', 24);
+SELECT gpt2_progress() AS progress;
+
 -- Row at a time works too (the model is loaded once per connection).
 SELECT body, gpt2_generate(body, 6) AS short FROM docs WHERE id <= 2;
 

@@ -292,7 +292,8 @@ def test_limits(ckpt):
     conn.execute("SELECT gpt2_load(?)", (ckpt,))
     settings = info(conn)["settings"]
     assert 1 <= settings.pop("threads") <= 64  # tests/test_shared.py checks its default
-    assert settings == {"prefix_reuse": 1, "max_tokens_limit": 0, "kv_memory_limit": 4 << 30}
+    assert settings == {"prefix_reuse": 1, "max_tokens_limit": 0, "kv_memory_limit": 4 << 30,
+                        "progress": 1}
     assert one(conn, "SELECT gpt2_set('max_tokens_limit', 10)") == 0
     with pytest.raises(sqlite3.Error) as e:
         conn.execute("SELECT gpt2_generate('a', 11)")

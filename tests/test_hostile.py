@@ -248,7 +248,7 @@ EXACT = [
     ("SELECT gpt2_unload(x'00')", "gpt2_unload: argument 1 (name) must be TEXT, got BLOB"),
     ("SELECT gpt2_set(1, 1)", "gpt2_set: argument 1 (name) must be TEXT, got INTEGER"),
     ("SELECT gpt2_set('nope', 1)", "gpt2_set: unknown setting 'nope' (known: prefix_reuse, "
-     "max_tokens_limit, kv_memory_limit, threads)"),
+     "max_tokens_limit, kv_memory_limit, threads, progress)"),
     ("SELECT gpt2_set('prefix_reuse', 2)",
      "gpt2_set: argument 2 (prefix_reuse) = 2 is out of range [0, 1]"),
     ("SELECT gpt2_set('max_tokens_limit', -1)",
