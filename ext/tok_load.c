@@ -65,7 +65,7 @@ static int link_vocab(Tokenizer *t, const MergeJob *job, const char *vocab_path,
   for (int id = 0; id < t->vocab_size; id++) {
     int32_t u = unit[id];
     if (u < 0) continue;
-    if (t->vid[u] >= 0) { /* equal raw bytes <=> equal keys: the mapping is 1:1 */
+    if (t->vid[u] >= 0) { /* equal raw bytes <=> equal keys (tok_vocab.c refuses those) */
       char m[256];
       free(unit);
       return gpt2_errorf(err, errlen, "%s: duplicate key \"%s\" (ids %d and %d)", vocab_path,

@@ -15,6 +15,7 @@
 #define GPT2_TOK_PRIVATE_H
 
 #define PCRE2_CODE_UNIT_WIDTH 8
+#include <jansson.h>
 #include <pcre2.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -226,8 +227,15 @@ void tk_work_free(Work *w);
 ** The loaders (tok_vocab.c, tok_merges.c, tok_special.c) and BPE
 */
 
-/* vocab.json -> vocab_size, vbytes, vspan. */
+/* vocab.json -> vocab_size, vbytes, vspan (tok_vocab.c). */
 int tk_load_vocab(Tokenizer *t, const char *path, char *err, size_t errlen);
+
+/* The status and message for a failed json_loadb of the file path (text,
+** n): GPT2_NOMEM when Jansson gave no message (an allocation failed), else
+** GPT2_ERROR with "path: invalid JSON at line L column C: ...", or for a
+** repeated key "path: duplicate key "k" (line L)". */
+int tk_json_error(const char *path, const char *text, size_t n, const json_error_t *je,
+                  char *err, size_t errlen);
 
 /* merges.txt -> units, ranks, merge_*; then the pattern. Runs on tok_load's
 ** helper thread and touches only those fields. A malformed line stops the

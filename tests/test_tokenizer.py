@@ -592,7 +592,7 @@ def test_utf8_helpers(tmp_path):
     assert pos == len(out)
 
 
-# --- vocab.json edge cases the JSON parser (cJSON) does not check itself ----------
+# --- vocab.json edge cases: refused by the JSON parser (Jansson) or by the loader ----
 
 VOCAB_BYTES_BAD = [
     (b'{"a": 0, "b\xff": 1}', ["vocab.json", "not valid UTF-8"]),
@@ -607,11 +607,20 @@ VOCAB_BYTES_BAD = [
     (b'{"a": 0, "b": [1]}', ["vocab.json", 'key "b"', "integer"]),
     (b'{"a": 0, "b": null}', ["vocab.json", 'key "b"', "integer"]),
     (b'{"a": 0, "b": true}', ["vocab.json", 'key "b"', "integer"]),
-    (b'{"a": 0, "b": 4294967296}', ["vocab.json", 'key "b"', "10000000"]),  # saturates valueint
-    (b'{"a": 0, "b": 1e999}', ["vocab.json", 'key "b"']),
+    (b'{"a": 0, "b": 4294967296}', ["vocab.json", 'key "b"', "10000000"]),  # wraps in 32 bits
+    (b'{"a": 0, "b": {"c": 1}}', ["vocab.json", 'key "b"', "integer"]),
+    (b'{"a": 0, "b": 1e999}', ["vocab.json", "invalid JSON", "overflow"]),
+    (b'{"a": 0, "b": 99999999999999999999}', ["vocab.json", "invalid JSON", "too big"]),
     (b'{"a": 0, "b": -0.5}', ["vocab.json", 'key "b"']),
     (b'{"a": 0, "b": 10000000.5}', ["vocab.json", 'key "b"']),
     (b'{"a": 0, "\\u0062": 1, "b": 2}', ["vocab.json", 'duplicate key "b"']),
+    (b'{"a": 0, "\\u0100b\\u0200": 1}', ["vocab.json", "U+0200", "256"]),
+    (b'{"a": 0, "\\ud800": 1}', ["vocab.json", "invalid JSON"]),  # a lone surrogate
+    # escapes that decode to characters outside the mapping: refused naming them
+    (b'{"a": 0, "\\b": 1}', ["vocab.json", "U+0008"]),
+    (b'{"a": 0, "x\\t\\n": 1}', ["vocab.json", "U+0009"]),
+    (b'{"a": 0, "\\ud83d\\ude00": 1}', ["vocab.json", "U+1F600"]),
+    (b'{"a": 0, "\\uD83D\\uDE00": 1}', ["vocab.json", "U+1F600"]),
     (b'{"a": 0, "b": 1, "\xc4\xa0x": 2, "\\u0120x": 3}', ["vocab.json", 'duplicate key "\u0120x"']),
 ]
 
@@ -628,8 +637,23 @@ def test_malformed_vocab_bytes(tmp_path, gdb, data, needles):
     assert tokenize(gdb, "Hello world") == [15496, 995]
 
 
+def test_vocab_escaped_keys(tmp_path):
+    """Every JSON escape form in a key decodes to the token it spells."""
+    d = write_vocab(tmp_path / "esc", OK_VOCAB, "")
+    with open(os.path.join(d, "vocab.json"), "wb") as f:
+        f.write(b'{"a": 0, "\\"": 1, "\\\\": 2, "\\/": 3, "\\u0120": 4, "\\u0120\\u00E9": 5,'
+                b' "\\u00c3\\u00a9": 6, "b": 7}')
+    conn = connect()
+    one(conn, "SELECT gpt2_load(?)", d)
+    assert one(conn, "SELECT gpt2_detokenize('[1, 2, 3, 4, 0]')") == '"\\/ a'
+    assert one(conn, "SELECT gpt2_detokenize('[6]')") == "\u00e9"  # the bytes C3 A9
+    assert one(conn, "SELECT gpt2_detokenize('[5]')") == " \ufffd"  # 20 E9: E9 alone is invalid
+    conn.close()
+
+
 def test_vocab_ids_as_integral_numbers(tmp_path):
-    """cJSON reads numbers as doubles: an integral one in range is an id."""
+    """An integral number written as a real (1.0, 2e0) is an id, as in Python
+    (1.0 == 1); keys may be escaped."""
     d = write_vocab(tmp_path / "ok", OK_VOCAB, "a b\n")
     with open(os.path.join(d, "vocab.json"), "wb") as f:
         f.write(b'{"a": 0, "b": 1.0, "c": 2e0, "ab": 3, "\\u0100": 10000000}')
