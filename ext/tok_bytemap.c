@@ -66,7 +66,6 @@ const char *tk_mapped(const char *p, size_t n, char *buf, size_t cap) {
   return buf;
 }
 
-
 int tk_clip(const char *s, size_t n, size_t max) {
   if (n <= max) return (int)n;
   while (max && ((unsigned char)s[max] & 0xC0) == 0x80) max--;

@@ -66,7 +66,6 @@ typedef struct EncCtx {
   size_t errlen;
 } EncCtx;
 
-
 /* Append the vocabulary id of unit u: only a byte can lack one. */
 static int emit_unit(EncCtx *c, int32_t u) {
   int32_t id = c->t->vid[u];

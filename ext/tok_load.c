@@ -29,7 +29,6 @@ void tok_free(Tokenizer *t) {
   free(t);
 }
 
-
 /* Give every vocabulary token its unit (a token no merge names becomes a
 ** unit of its own); then every merge's parts and result must have an id. */
 static int link_vocab(Tokenizer *t, const MergeJob *job, const char *vocab_path, char *err,

@@ -97,7 +97,8 @@ struct Tokenizer {
 enum { SELF_UNKNOWN = 0, SELF_YES = 1, SELF_NO = 2 };
 
 /* ------------------------------------------------------------------------
-** Hash tables (tok_tables.c): raw bytes -> id, and (unit, unit) -> rank
+** Hash tables: raw bytes -> id, and (unit, unit) -> rank. The lookups are
+** here (inline: the encoder calls them per piece); building, in tok_tables.c.
 */
 
 static inline uint32_t hash_bytes(const void *p, size_t n) {
@@ -230,12 +231,12 @@ void tk_work_free(Work *w);
 /* vocab.json -> vocab_size, vbytes, vspan (tok_vocab.c). */
 int tk_load_vocab(Tokenizer *t, const char *path, char *err, size_t errlen);
 
-/* The status and message for a failed json_loadb of the file path (text,
-** n): GPT2_NOMEM when Jansson gave no message (an allocation failed), else
-** GPT2_ERROR with "path: invalid JSON at line L column C: ...", or for a
-** repeated key "path: duplicate key "k" (line L)". */
-int tk_json_error(const char *path, const char *text, size_t n, const json_error_t *je,
-                  char *err, size_t errlen);
+/* Parse the JSON file path (its text[0..n)) with Jansson, duplicate keys
+** refused (tok_vocab.c): GPT2_OK with *out; GPT2_NOMEM when an allocation
+** failed; else GPT2_ERROR with "path: invalid JSON at line L column C: ..."
+** or, for a repeated key, "path: duplicate key "k" (line L)". */
+int tk_json_parse(const char *path, const char *text, size_t n, json_t **out, char *err,
+                  size_t errlen);
 
 /* merges.txt -> units, ranks, merge_*; then the pattern. Runs on tok_load's
 ** helper thread and touches only those fields. A malformed line stops the

@@ -22,12 +22,9 @@ static int load_json(const char *path, size_t max, json_t **out, char *err, size
   size_t n;
   int rc = gpt2_read_file(path, &text, &n, max, err, errlen);
   if (rc) return rc;
-  json_error_t je;
-  *out = json_loadb(text, n, JSON_REJECT_DUPLICATES, &je);
-  if (!*out) {
-    rc = tk_json_error(path, text, n, &je, err, errlen);
-  } else {
-    json_t *again = json_loadb(text, n, JSON_REJECT_DUPLICATES, &je);
+  rc = tk_json_parse(path, text, n, out, err, errlen);
+  if (!rc) {
+    json_t *again = json_loadb(text, n, JSON_REJECT_DUPLICATES, NULL);
     if (!json_equal(*out, again)) {
       json_decref(*out);
       *out = NULL;

@@ -4,8 +4,8 @@
 ** (vbytes, vspan, vocab_size).
 **
 ** Jansson parses the file and refuses what is not JSON: bad syntax, invalid
-** UTF-8, a byte order mark, nesting deeper than 2048, NUL bytes and \u0000
-** (JSON_ALLOW_NUL is not set), and duplicate keys (JSON_REJECT_DUPLICATES,
+** UTF-8, a byte order mark, nesting deeper than 2048, \u0000 (JSON_ALLOW_NUL
+** is not set; NUL bytes are refused before it parses), and duplicate keys (JSON_REJECT_DUPLICATES,
 ** keys compared after unescaping: "b" and "\u0062" are one key). Then each
 ** member, in file order: the id must be an integer in [0, MAX_ID] (1.0 and
 ** 2e0 are integers), the key non-empty and made of the 256 mapped
@@ -17,9 +17,28 @@
 
 #include "tok_private.h"
 
-int tk_json_error(const char *path, const char *text, size_t n, const json_error_t *je,
-                  char *err, size_t errlen) {
+int tk_json_parse(const char *path, const char *text, size_t n, json_t **out, char *err,
+                  size_t errlen) {
+  *out = NULL;
+  /* Jansson 2.14 skips a NUL byte that directly follows a number. */
+  const char *z = memchr(text, 0, n);
+  if (z) {
+    size_t line = 1;
+    for (const char *p = text; (p = memchr(p, '\n', (size_t)(z - p))); p++) line++;
+    return gpt2_errorf(err, errlen, "%s: invalid JSON at line %zu: a NUL byte", path, line);
+  }
+  json_error_t je1, je2, *je = &je1;
+  *out = json_loadb(text, n, JSON_REJECT_DUPLICATES, je);
+  if (*out) return GPT2_OK;
   if (!je->text[0]) return GPT2_NOMEM; /* Jansson 2.14: no message = allocation failure */
+  /* Some allocation failures still come with a message (a string whose copy
+  ** failed reads as "string or '}' expected"): a real error repeats. */
+  json_t *again = json_loadb(text, n, JSON_REJECT_DUPLICATES, &je2);
+  if (again) {
+    json_decref(again);
+    return GPT2_NOMEM;
+  }
+  if (je2.position != je1.position || strcmp(je2.text, je1.text) != 0) return GPT2_NOMEM;
   int rc = gpt2_errorf(err, errlen, "%s: invalid JSON at line %d column %d: %s%s", path, je->line,
                        je->column,
                        json_error_code(je) == json_error_invalid_utf8 ? "not valid UTF-8: " : "",
@@ -50,10 +69,10 @@ int tk_json_error(const char *path, const char *text, size_t n, const json_error
 /* ------------------------------------------------------------------------
 ** Checking Jansson's reading against the file. Jansson 2.14's lexer drops a
 ** character of a long token when growing its buffer fails, and the parse can
-** still succeed with a misspelt key or number (common.h,
-** gpt2_json_keys_intact). vocab.json's keys are mostly escaped, so every
-** member is compared: the file's next key and id, read here, must equal
-** Jansson's; a difference means memory ran out. The text is known to be
+** still succeed with a misspelt key or number (common.h). Its
+** gpt2_json_keys_intact checks only unescaped keys and vocab.json's are
+** mostly escaped, so here every member is compared: the file's next key and
+** id, read here, must equal Jansson's; a difference means memory ran out. The text is known to be
 ** JSON (Jansson accepted it), but this reader stays in bounds regardless.
 */
 
@@ -179,12 +198,9 @@ int tk_load_vocab(Tokenizer *t, const char *path, char *err, size_t errlen) {
   if (rc) return rc;
   int32_t *ids = NULL;
   Span *spans = NULL;
-  json_error_t je;
-  json_t *root = json_loadb(text, size, JSON_REJECT_DUPLICATES, &je);
-  if (!root) {
-    rc = tk_json_error(path, text, size, &je, err, errlen);
-    goto done;
-  }
+  json_t *root = NULL;
+  rc = tk_json_parse(path, text, size, &root, err, errlen);
+  if (rc) goto done;
   if (!json_is_object(root)) {
     rc = gpt2_errorf(err, errlen, "%s: expected a JSON object mapping tokens to ids", path);
     goto done;

@@ -599,6 +599,7 @@ VOCAB_BYTES_BAD = [
     (b'{"a": 0, "\xed\xa0\x80": 1}', ["vocab.json", "not valid UTF-8"]),  # a surrogate
     (b'{"a": 0, "b\\u0000c": 1}', ["vocab.json", "invalid JSON", "\\u0000"]),
     (b'{"a": 0, "b\x00c": 1}', ["vocab.json", "invalid JSON"]),
+    (b'{"a": 0,\n "b": 1\x00, "c": 2}', ["vocab.json", "invalid JSON", "line 2", "NUL"]),
     (b'{"a": 0} x', ["vocab.json", "invalid JSON", "line 1", "end of file expected"]),
     (b'{"a": 0}\n{"b": 1}', ["vocab.json", "invalid JSON", "line 2"]),
     (b'\xef\xbb\xbf{"a": 0}', ["vocab.json", "invalid JSON"]),
