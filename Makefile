@@ -4,7 +4,7 @@ PYTHON  ?= /usr/bin/python3
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -fPIC -Wall -Wextra -Werror -pthread
 CPPFLAGS += $(shell pkg-config --cflags openblas 2>/dev/null)
-LDLIBS  += -lopenblas -lpcre2-8 -ljansson -lcjson -lm -pthread
+LDLIBS  += -lopenblas -lpcre2-8 -ljansson -lm -pthread
 
 SRCS := $(wildcard ext/*.c)
 HDRS := $(wildcard ext/*.h)

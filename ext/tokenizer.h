@@ -1,8 +1,11 @@
 /*
 ** tokenizer.h — GPT-2 byte-level BPE (owns: vocab.json, merges.txt, the
 ** pre-tokenisation pattern, the byte<->printable mapping, special tokens).
+** Implemented by ext/tok_*.c: tok_load.c (loading: tok_vocab.c, tok_merges.c,
+** tok_special.c), tok_encode.c, tok_bpe.c, tok_decode.c; shared internals in
+** tok_private.h.
 **
-** Exactly OpenAI's encoder.py (see ../shared/docs/gpt2-facts.md, "Tokenizer"):
+** Exactly OpenAI's encoder.py (docs/formats.md, "Tokenizer"):
 **   1. the literal text of a special token encodes to it (Hugging Face's
 **      behaviour): "<|endoftext|>" when the vocabulary has it, and the
 **      unk/eos/bos tokens declared in tokenizer_config.json or
@@ -23,6 +26,7 @@
 #define GPT2_TOKENIZER_H
 
 #include "common.h"
+#include "utf8.h" /* for callers of the UTF-8 helpers that tok_decode uses */
 
 typedef struct Tokenizer Tokenizer;
 
@@ -64,15 +68,5 @@ const char *tok_bytes(const Tokenizer *t, int id, size_t *len);
 ** vocab.json's ids). Special tokens decode to their literal text. */
 int tok_decode(const Tokenizer *t, const int *ids, size_t n, ByteBuf *out, char *err,
                size_t errlen);
-
-/* Append bytes to out, replacing invalid UTF-8 as tok_decode does. */
-int utf8_append_sanitized(ByteBuf *out, const char *s, size_t n);
-
-/* Length of the longest prefix of s[0..n) that does not end in a cut but
-** still completable UTF-8 character (used when streaming: those bytes wait
-** for the next token). Bytes that can never become a character are not held
-** back, so sanitizing the prefixes one after another gives the same text as
-** sanitizing the whole. */
-size_t utf8_complete_prefix(const char *s, size_t n);
 
 #endif

@@ -3,7 +3,7 @@
 # Not root: prints the exact apt-get line and exits 1.
 set -euo pipefail
 pkgs=(gcc make pkg-config sqlite3 libsqlite3-dev libopenblas-dev libpcre2-dev
-      libjansson-dev libcjson-dev python3 python3-numpy python3-regex python3-pytest curl ca-certificates)
+      libjansson-dev python3 python3-numpy python3-regex python3-pytest curl ca-certificates)
 extra=("$@")   # e.g. scripts/deps.sh python3-torch clang
 missing=()
 for p in "${pkgs[@]}" "${extra[@]}"; do

@@ -1,6 +1,6 @@
 """Reference GPT-2 tokenizer for the differential tests (written for this
 project; it follows the algorithm of OpenAI's gpt-2 encoder.py, see
-../shared/docs/gpt2-facts.md, "Tokenizer"):
+docs/formats.md, "Tokenizer"):
 
   * GPT-2's pattern run by python3-regex, whose \\s is Unicode White_Space;
   * each piece's UTF-8 bytes spelled with the byte -> printable mapping;
@@ -30,7 +30,7 @@ _SURROGATE = regex.compile("[\udc80-\udcff]")
 
 
 def byte_chars():
-    """byte -> printable character (gpt2-facts.md): printable Latin-1 bytes
+    """byte -> printable character (docs/formats.md, "Tokenizer"): printable Latin-1 bytes
     stand for themselves, the 68 others get U+0100.. in increasing order."""
     keep = [b for b in range(256)
             if 0x21 <= b <= 0x7E or 0xA1 <= b <= 0xAC or 0xAE <= b <= 0xFF]

@@ -7,7 +7,7 @@ Fails (exit 1) on
   - any AddressSanitizer error (heap overflow, use after free, ...) in any process;
   - any UBSan "runtime error:";
   - any leak whose allocation stack has a frame of the extension: its module
-    (gpt2.so) or its sources (/ext/), or of Jansson / cJSON / PCRE2, which only the
+    (gpt2.so) or its sources (/ext/), or of Jansson / PCRE2, which only the
     extension uses in these processes (their frames may hide ours: the fast
     unwinder stops in libraries built without frame pointers). The extension
     is linked with -z nodelete: SQLite dlcloses it with the connection, and
@@ -21,7 +21,7 @@ import os
 import re
 import sys
 
-OURS = [r"gpt2\.so", r"/ext/\w+\.[ch]\b", r"libjansson", r"libcjson", r"libpcre2"]
+OURS = [r"gpt2\.so", r"/ext/\w+\.[ch]\b", r"libjansson", r"libpcre2"]
 
 
 def blocks(text):

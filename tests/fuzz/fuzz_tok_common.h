@@ -100,12 +100,16 @@ static inline Tokenizer *fz_load_tok(const char *dir) {
 
 /* tok_load of a directory holding a fuzzed file: the tokenizer, or NULL
 ** after checking that the failure is clean and its message names one of
-** the tokenizer's files. */
+** the tokenizer's files. The fuzzed files are small (run.sh's -max_len), so
+** running out of memory is a finding too: the loader reports a JSON parse it
+** cannot trust as out of memory (tok_vocab.c), and that must not happen
+** without memory pressure. */
 static inline Tokenizer *fz_try_tok(const char *dir) {
   Tokenizer *t = NULL;
   char err[GPT2_ERRLEN];
   err[0] = 0;
   int rc = tok_load(dir, &t, err, sizeof err);
+  FZ_CHECK(rc != GPT2_NOMEM, "tok_load: out of memory on a small input");
   if (rc == GPT2_NOMEM) return NULL;
   if (rc) {
     FZ_CHECK(rc == GPT2_ERROR && !t, "rc %d", rc);

@@ -2,11 +2,10 @@
 ** oom_alloc.c — the failing allocator of the OOM test build (see oom_alloc.h).
 **
 ** Every allocation made by the extension's code (oom_malloc & co.), by Jansson
-** (json_set_alloc_funcs), cJSON (cJSON_InitHooks) and SQLite
-** (SQLITE_CONFIG_MALLOC, oom_sqlite_install)
+** (json_set_alloc_funcs) and SQLite (SQLITE_CONFIG_MALLOC, oom_sqlite_install)
 ** takes a number from one counter while injection is armed; allocation number
 ** `fail_at` fails (mode ONCE), or every one from `fail_at` on (mode PERSIST).
-** The extension's, Jansson's and cJSON's live blocks are kept in a pointer set, so the
+** The extension's and Jansson's live blocks are kept in a pointer set, so the
 ** driver can check that a failed call freed what it allocated; SQLite's own
 ** accounting (sqlite3_memory_used) covers its blocks. Pointers that were not
 ** allocated here (realpath's result, PCRE2's) are passed to the real free().

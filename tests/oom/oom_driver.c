@@ -12,7 +12,7 @@
 **
 ** Built from the extension's sources with tests/oom/oom_alloc.h forced in
 ** (malloc, calloc, realloc, aligned_alloc, strdup, free renamed), Jansson's
-** and cJSON's allocators set to the same functions, SQLite's wrapped with
+** allocators set to the same functions, SQLite's wrapped with
 ** SQLITE_CONFIG_MALLOC, and ASan + UBSan on. The extension is registered as an
 ** automatic extension of SQLite 3.50 (the amalgamation, linked in).
 **
@@ -49,7 +49,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cjson/cJSON.h>
 #include <jansson.h>
 
 #include "oom_ctl.h"
@@ -344,8 +343,6 @@ int main(int argc, char **argv) {
     return 2;
   }
   json_set_alloc_funcs(oom_malloc, oom_free);
-  cJSON_Hooks hooks = {oom_malloc, oom_free}; /* the tokenizer parses vocab.json with cJSON */
-  cJSON_InitHooks(&hooks);
   if (oom_sqlite_install() || sqlite3_initialize() != SQLITE_OK ||
       sqlite3_auto_extension((void (*)(void))sqlite3_gpt_init) != SQLITE_OK) {
     fprintf(stderr, "cannot set up SQLite\n");
