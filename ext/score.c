@@ -148,6 +148,24 @@ static int reusable(const Gpt2Prefix *pfx, const Gpt2Model *m, const ScoreJob *j
   return k;
 }
 
+/* Finished windows' caches serve later ones (short rows: no allocation
+** and page faults per row). Spares hold at most SCORE_STEP_ROWS positions
+** in all, and one is taken only by a window that needs at least half of
+** it: the caches held stay within about twice what a step's windows need
+** (its first and last window may be long, the ones between hold the
+** step's rows) plus the spares. */
+static Gpt2Seq *take_spare(Gpt2Seq **spare, int *n, int *pos, int need) {
+  for (int i = *n - 1; i >= 0; i--) {
+    Gpt2Seq *q = spare[i];
+    if (q->cap < need || q->cap > 2 * need) continue;
+    spare[i] = spare[--*n];
+    *pos -= q->cap;
+    seq_truncate(q, 0);
+    return q;
+  }
+  return NULL;
+}
+
 /* Leave window x's state in pfx: ids[0..fed) in x's cache. On OOM the
 ** cache is simply dropped (the state is only an optimisation). */
 static void save_prefix(Gpt2Prefix *pfx, const Gpt2Model *m, Win *x) {
@@ -194,7 +212,7 @@ int score_run(const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr, ScoreJob *
   unsigned char *want = malloc((size_t)STEP);
   Out *outs = malloc((size_t)STEP * sizeof *outs);
   Gpt2Seq **spare = calloc((size_t)STEP + 1, sizeof *spare);
-  int n_spare = 0;
+  int n_spare = 0, spare_pos = 0; /* spares and the positions they hold */
   if (!ids || !seqs || !want || !outs || !spare) rc = GPT2_NOMEM;
   for (int cur = 0; !rc && cur < nwin;) {
     if (stopped(p, err, errlen)) {
@@ -207,12 +225,11 @@ int score_run(const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr, ScoreJob *
       int left = x->we - x->ws - 1 - x->fed;
       int take = left < STEP - rows ? left : STEP - rows;
       if (!x->seq) {
-        x->seq = n_spare ? spare[--n_spare] : seq_new(m);
-        if (!x->seq) {
+        x->seq = take_spare(spare, &n_spare, &spare_pos, x->we - x->ws - 1);
+        if (!x->seq && !(x->seq = seq_new(m))) {
           rc = GPT2_NOMEM;
           break;
         }
-        seq_truncate(x->seq, 0);
       }
       if (seq_reserve(x->seq, m, x->we - x->ws - 1)) {
         rc = GPT2_NOMEM;
@@ -241,8 +258,13 @@ int score_run(const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr, ScoreJob *
     /* windows fed to their end are done: their caches serve the next ones */
     for (; cur <= last && wins[cur].fed == wins[cur].we - wins[cur].ws - 1; cur++) {
       if (keep) continue; /* its state goes to pfx below */
-      if (n_spare <= STEP) spare[n_spare++] = wins[cur].seq;
-      else seq_free(wins[cur].seq);
+      Gpt2Seq *q = wins[cur].seq;
+      if (n_spare <= STEP && spare_pos + q->cap <= STEP) {
+        spare[n_spare++] = q;
+        spare_pos += q->cap;
+      } else {
+        seq_free(q);
+      }
       wins[cur].seq = NULL;
     }
   }

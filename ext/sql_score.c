@@ -57,8 +57,9 @@ ScoreParams sql_score_params(const Gpt2Model *m, sqlite3 *db) {
 }
 
 int64_t sql_score_kv(const Gpt2Model *m, int64_t n) {
-  int64_t fed = n - 1; /* the last token is never fed */
-  return fed < m->cfg.n_positions ? (fed > 0 ? fed : 0) : m->cfg.n_positions;
+  int64_t fed = n - 1, P = m->cfg.n_positions; /* the last token is never fed */
+  if (fed <= P) return fed > 0 ? fed : 0;
+  return 2 * P + SCORE_STEP_ROWS; /* two windows of a step, a few spare caches */
 }
 
 /* A failed lookup of the current entry: err empty means out of memory. */

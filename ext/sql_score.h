@@ -21,7 +21,9 @@ int sql_score_ids(const Gpt2Model *m, const char *fname, const char *text_where,
 /* Scoring parameters: the default stride, stopped by sqlite3_interrupt(db). */
 ScoreParams sql_score_params(const Gpt2Model *m, sqlite3 *db);
 
-/* Positions of KV cache the run of a sequence of n tokens holds at once. */
+/* Positions of KV cache scoring a sequence of n tokens alone may hold at
+** once: its fed positions when they fit one window, else two windows plus
+** spare caches (score.c). */
 int64_t sql_score_kv(const Gpt2Model *m, int64_t n);
 
 #endif

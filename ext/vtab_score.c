@@ -139,7 +139,7 @@ static int next_batch(ScoreCursor *c, char *err, size_t errlen) {
   ScoreVtab *vt = (ScoreVtab *)c->base.pVtab;
   Gpt2Conn *conn = vt->conn;
   rowsClear(c);
-  int64_t kv = 0; /* positions the batch's longest window holds */
+  int64_t kv = 0, win = 0; /* positions of all the batch's rows; its longest window */
   int rc = GPT2_OK;
   while (c->stmt && c->n_rows < c->batch) {
     int st = sqlite3_step(c->stmt);
@@ -170,10 +170,14 @@ static int next_batch(ScoreCursor *c, char *err, size_t errlen) {
     size_t n = r->ids.n - (size_t)r->s0;
     if (n && !(r->lp = malloc(n * sizeof *r->lp))) return GPT2_NOMEM;
     int64_t need = sql_score_kv(c->m, (int64_t)r->ids.n);
-    if (need > kv) kv = need;
+    if (need > c->m->cfg.n_positions) need = c->m->cfg.n_positions;
+    kv += need;
+    if (need > win) win = need;
   }
-  /* one score_run holds at most a step's rows plus one window's */
-  if (kv && (rc = conn_check_kv(conn, c->m, FNAME, 1, kv + SCORE_STEP_ROWS,
+  /* a score_run holds at most two long windows and its steps' rows, with
+  ** spare caches (score.c): 2 windows + 3 steps of positions */
+  int64_t cap = 2 * win + 3 * SCORE_STEP_ROWS;
+  if (kv && (rc = conn_check_kv(conn, c->m, FNAME, c->n_rows, kv < cap ? kv : cap,
                                 "lower batch_size or shorten the texts", err, errlen)))
     return rc;
   ScoreJob *jobs = malloc(((size_t)c->n_rows + 1) * sizeof *jobs);

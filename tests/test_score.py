@@ -415,10 +415,15 @@ def test_kv_memory_limit(tmp_path):
         "gpt2_token_logprobs: 1 sequence of 200 positions in all need ")
     assert err(c, "SELECT gpt2_embed(json(?))", ids).startswith(
         "gpt2_embed: 1 sequence of 200 positions in all need ")
-    assert err(c, "SELECT * FROM gpt2_score_rows(?)", "SELECT 1, 'a'") == \
-        "gpt2_score_rows: 1 sequence of 257 positions in all need 2105344 bytes of KV cache, " \
-        "above the connection's kv_memory_limit (1048576); lower batch_size or shorten the " \
-        "texts, or raise the limit with gpt2_set('kv_memory_limit', bytes)"
+    q = ("WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 30) "
+         "SELECT i, 'x x x x x x x x x x' FROM r")
+    n = one(c, "SELECT gpt2_token_count('x x x x x x x x x x')")  # + eos - last = n fed
+    assert err(c, "SELECT * FROM gpt2_score_rows(?)", q) == \
+        f"gpt2_score_rows: 30 sequences of {30 * n} positions in all need {30 * n * 8192} " \
+        "bytes of KV cache, above the connection's kv_memory_limit (1048576); lower " \
+        "batch_size or shorten the texts, or raise the limit with gpt2_set('kv_memory_limit', " \
+        "bytes)"
+    assert len(c.execute("SELECT * FROM gpt2_score_rows(?, 4)", (q,)).fetchall()) == 30
     assert one(c, "SELECT gpt2_score(json(?))", json.dumps([1] * 100)) < 0
 
 
