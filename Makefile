@@ -41,6 +41,7 @@ bench: deps vocab all
 	$(PYTHON) scripts/bench_tokenizer.py
 	$(PYTHON) scripts/bench_decode.py
 	$(PYTHON) scripts/bench_complete.py
+	$(PYTHON) scripts/bench_score.py
 	$(PYTHON) scripts/bench_scaling.py
 
 .PHONY: demo bench

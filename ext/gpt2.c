@@ -28,6 +28,9 @@ static int (*const REGISTRARS[])(sqlite3 *, Gpt2Conn *) = {
     vtab_register_stream,
     vtab_register_models,
     vtab_register_complete,
+    sql_register_score,
+    vtab_register_logprobs,
+    vtab_register_score_rows,
 };
 
 /* A second load on the same connection keeps the first one's state (its

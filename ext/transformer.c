@@ -367,6 +367,8 @@ void scratch_matmul(Gpt2Scratch *sc, const KMat *W, const float *b, int M, const
   matmul(sc, W, b, M, x, y, (size_t)W->N, (KEpi)epi);
 }
 
+const float *scratch_hidden(const Gpt2Scratch *sc) { return sc->xn.p; }
+
 /* out (C) = LayerNorm(x) * w + b, biased variance (docs/formats.md,
 ** "Forward pass"). */
 static void layernorm_row(float *o, const float *xr, const float *w, const float *b, int C,

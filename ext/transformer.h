@@ -104,4 +104,10 @@ int gpt2_forward(const Gpt2Model *m, Gpt2Scratch *sc, int n, const int *tokens,
                  Gpt2Seq *const *seqs, const unsigned char *want, float *logits,
                  char *err, size_t errlen);
 
+/* The final hidden states (after ln_f) of the last gpt2_forward call's
+** wanted rows, packed (n_wanted, n_embd) in row order: computed by every
+** call, logits or not (embeddings pass logits NULL to skip the LM head).
+** Valid until the next call on sc. */
+const float *scratch_hidden(const Gpt2Scratch *sc);
+
 #endif

@@ -49,7 +49,8 @@ def test_registered_functions(db):
         "SELECT name FROM pragma_function_list WHERE name LIKE 'gpt2%'")}
     assert names == {"gpt2_version", "gpt2_load", "gpt2_info", "gpt2_tokenize",
                      "gpt2_detokenize", "gpt2_token_count", "gpt2_logits", "gpt2_generate",
-                     "gpt2_use", "gpt2_unload", "gpt2_set", "gpt2_progress"}
+                     "gpt2_use", "gpt2_unload", "gpt2_set", "gpt2_progress", "gpt2_score",
+                     "gpt2_perplexity", "gpt2_embed"}
     modules = {r[0] for r in db.execute("SELECT name FROM pragma_module_list")}
     assert {"gpt2_stream", "gpt2_complete", "gpt2_models"} <= modules
     # ext/version.h is the one place the version is written
