@@ -331,3 +331,18 @@ int sql_prepare_query(sqlite3 *db, const char *fname, const char *sql, int n_col
   *out = st;
   return GPT2_OK;
 }
+
+sqlite3_int64 sql_count_rows(sqlite3 *db, sqlite3_stmt *query) {
+  const char *q = sqlite3_sql(query);
+  size_t n = q ? strlen(q) : 0;
+  while (n && strchr(" \t\r\n;", q[n - 1])) n--; /* the statement's own ';' */
+  char *sql = sqlite3_mprintf("SELECT count(*) FROM (\n%.*s\n)", (int)n, q ? q : "");
+  sqlite3_stmt *st = NULL;
+  sqlite3_int64 rows = -1;
+  if (sql && sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW)
+    rows = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_free(sql);
+  return rows;
+}

@@ -95,4 +95,9 @@ void sql_args_unpack(int idxNum, int argc, sqlite3_value **argv, int n_args,
 int sql_prepare_query(sqlite3 *db, const char *fname, const char *sql, int n_cols,
                       const char *cols_desc, sqlite3_stmt **out, char *err, size_t errlen);
 
+/* Rows a prepared query returns, counted by running it once more as
+** SELECT count(*) over its text (for a progress bar's total: the query runs
+** twice, so only when a bar is drawn); -1 when that cannot be done. */
+sqlite3_int64 sql_count_rows(sqlite3 *db, sqlite3_stmt *query);
+
 #endif

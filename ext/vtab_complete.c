@@ -401,23 +401,6 @@ static int completeRowid(sqlite3_vtab_cursor *cur, sqlite_int64 *pRowid) {
   return SQLITE_OK;
 }
 
-/* Rows the query returns, counted by running it once more (for the bar's
-** total: only when a bar is drawn); -1 when that cannot be done. */
-static sqlite3_int64 count_rows(sqlite3 *db, sqlite3_stmt *query) {
-  const char *q = sqlite3_sql(query);
-  size_t n = q ? strlen(q) : 0;
-  while (n && strchr(" \t\r\n;", q[n - 1])) n--; /* the statement's own ';' */
-  char *sql = sqlite3_mprintf("SELECT count(*) FROM (\n%.*s\n)", (int)n, q ? q : "");
-  sqlite3_stmt *st = NULL;
-  sqlite3_int64 rows = -1;
-  if (sql && sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK &&
-      sqlite3_step(st) == SQLITE_ROW)
-    rows = sqlite3_column_int64(st, 0);
-  sqlite3_finalize(st);
-  sqlite3_free(sql);
-  return rows;
-}
-
 static int completeFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, int argc,
                           sqlite3_value **argv) {
   (void)idxStr;
@@ -461,7 +444,7 @@ static int completeFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxS
   if (rc) return sql_vtab_error(cur->pVtab, rc, err);
   c->progress = conn_progress(conn);
   progress_begin(c->progress, "gpt2_complete", -1, (int)set->progress);
-  if (c->progress->draw) c->progress->rows_total = count_rows(vt->db, c->stmt);
+  if (c->progress->draw) c->progress->rows_total = sql_count_rows(vt->db, c->stmt);
   return completeNext(cur);
 }
 

@@ -70,6 +70,7 @@ typedef struct ScoreCursor {
   int n_rows, i;            /* rows in the batch; the current one */
   sqlite3_int64 n_read;     /* query rows read */
   sqlite3_int64 rowid;
+  Gpt2Progress *progress;   /* the connection's, while this cursor reports to it */
 } ScoreCursor;
 
 static int scoreConnect(sqlite3 *db, void *pAux, int argc, const char *const *argv,
@@ -117,6 +118,8 @@ static void rowsClear(ScoreCursor *c) {
 }
 
 static void cursorReset(ScoreCursor *c) {
+  if (c->progress) progress_end(c->progress);
+  c->progress = NULL;
   rowsClear(c);
   free(c->rows);
   c->rows = NULL;
@@ -146,6 +149,7 @@ static int next_batch(ScoreCursor *c, char *err, size_t errlen) {
     if (st == SQLITE_DONE) {
       sqlite3_finalize(c->stmt);
       c->stmt = NULL;
+      if (c->progress->rows_total < 0) c->progress->rows_total = c->n_read;
       break;
     }
     if (st != SQLITE_ROW)
@@ -195,11 +199,14 @@ static int next_batch(ScoreCursor *c, char *err, size_t errlen) {
           : GPT2_NOMEM;
   free(jobs);
   if (rc == GPT2_ERROR || rc == GPT2_INTERRUPTED) gpt2_errorf(err, errlen, FNAME ": %s", msg);
+  int64_t scored = 0;
   for (int i = 0; !rc && i < c->n_rows; i++) {
     Row *r = &c->rows[i];
     r->sum = 0;
     for (size_t t = 0; !r->is_null && t < r->ids.n - (size_t)r->s0; t++) r->sum += r->lp[t];
+    if (!r->is_null) scored += (int64_t)(r->ids.n - (size_t)r->s0);
   }
+  if (!rc) progress_add(c->progress, c->n_rows, scored);
   return rc;
 }
 
@@ -281,6 +288,9 @@ static int scoreFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
     c->has_context = 1;
   }
   if (rc) return sql_vtab_error(cur->pVtab, rc, err);
+  c->progress = conn_progress(vt->conn);
+  progress_begin(c->progress, FNAME, -1, (int)conn_settings(vt->conn)->progress);
+  if (c->progress->draw) c->progress->rows_total = sql_count_rows(vt->db, c->stmt);
   c->i = 0;
   rc = next_batch(c, err, sizeof err);
   if (rc) {

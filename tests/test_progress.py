@@ -140,3 +140,16 @@ def test_silent_on_a_pipe_unless_forced(ckpt):
     assert out.strip() == "5" and tty == ""
     out, e = run_with_stderr(ckpt, 2, False)
     assert "gpt2_complete [" in e and "/5 rows" in e
+
+
+def test_score_rows_reports_progress(db):
+    one(db, "SELECT gpt2_set('progress', 2)")
+    cur = db.execute("SELECT key, n_tokens FROM gpt2_score_rows('SELECT k, t FROM d', 3)")
+    first = cur.fetchone()
+    p = progress(db)
+    assert p["function"] == "gpt2_score_rows" and p["running"] is True
+    assert p["rows_total"] == 7 and p["rows_done"] == 3  # one batch read and scored
+    rows = [first] + cur.fetchall()
+    p = progress(db)
+    assert p["running"] is False and p["rows_done"] == 7
+    assert p["tokens"] == sum(n for _, n in rows if n is not None)
