@@ -119,32 +119,41 @@ int gpt2_read_file(const char *path, char **out, size_t *len, size_t max_len,
   return GPT2_OK;
 }
 
-int gpt2_json_keys_intact(const char *s, size_t n,
-                          int (*has)(void *arg, const char *key, size_t n), void *arg) {
-  int depth = 0;
-  for (size_t i = 0; i < n; i++) {
-    char c = s[i];
-    if (c == '{' || c == '[') {
-      depth++;
-    } else if (c == '}' || c == ']') {
-      depth--;
-    } else if (c == '"') {
-      size_t start = i + 1, j = start;
-      int escaped = 0;
-      while (j < n && s[j] != '"') {
-        if (s[j] == '\\') escaped = 1, j++;
-        j++;
-      }
-      if (j >= n) return 1;
-      if (depth == 1 && !escaped) { /* a key when a ':' follows */
-        size_t k = j + 1;
-        while (k < n && (s[k] == ' ' || s[k] == '\t' || s[k] == '\n' || s[k] == '\r')) k++;
-        if (k < n && s[k] == ':' && !has(arg, s + start, j - start)) return 0;
-      }
-      i = j;
+int gpt2_json_parse(const char *text, size_t n, size_t flags, int verify, json_t **out,
+                    json_error_t *je) {
+  *out = NULL;
+  const char *z = memchr(text, 0, n);
+  if (z) {
+    memset(je, 0, sizeof *je);
+    je->line = 1;
+    for (const char *p = text; (p = memchr(p, '\n', (size_t)(z - p))); p++) je->line++;
+    je->position = (int)(z - text);
+    je->column = -1;
+    snprintf(je->text, sizeof je->text, "a NUL byte");
+    return GPT2_ERROR;
+  }
+  json_error_t je2;
+  json_t *j = json_loadb(text, n, flags, je);
+  if (!j) {
+    if (!je->text[0]) return GPT2_NOMEM; /* no message: an allocation failed */
+    json_t *again = json_loadb(text, n, flags, &je2);
+    if (again || je2.position != je->position || strcmp(je2.text, je->text) != 0) {
+      json_decref(again);
+      return GPT2_NOMEM; /* a real syntax error repeats */
+    }
+    return GPT2_ERROR;
+  }
+  if (verify) {
+    json_t *again = json_loadb(text, n, flags, &je2);
+    int same = again && json_equal(j, again);
+    json_decref(again);
+    if (!same) {
+      json_decref(j);
+      return GPT2_NOMEM;
     }
   }
-  return 1;
+  *out = j;
+  return GPT2_OK;
 }
 
 char *gpt2_path_join(const char *dir, const char *name) {
@@ -156,10 +165,6 @@ char *gpt2_path_join(const char *dir, const char *name) {
   if (k && p[k - 1] != '/') p[k++] = '/';
   memcpy(p + k, name, b + 1);
   return p;
-}
-
-int gpt2_json_has_key(void *obj, const char *key, size_t n) {
-  return json_object_getn(obj, key, n) != NULL;
 }
 
 void *gpt2_alloc_large(size_t bytes) {

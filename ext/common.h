@@ -53,16 +53,19 @@ int gpt2_read_file(const char *path, char **out, size_t *len, size_t max_len,
 /* Join dir and name into a newly allocated path (NULL on OOM). */
 char *gpt2_path_join(const char *dir, const char *name);
 
-/* For a JSON text that parsed: 1 when has(arg, key, n) is true for every
-** key of its top-level object spelt without escapes, else 0. Jansson 2.14
-** drops characters of a long token when growing its lexer buffer fails, so
-** under memory pressure a key can come out misspelt, the parse still
-** "succeeding" (tests/oom): callers treat 0 as out of memory. */
-int gpt2_json_keys_intact(const char *text, size_t n,
-                          int (*has)(void *arg, const char *key, size_t n), void *arg);
-/* The `has` callback for a Jansson object (a json_t *): 1 when obj has the
-** key of n bytes. */
-int gpt2_json_has_key(void *obj, const char *key, size_t n);
+/* Parse JSON text with Jansson (flags as json_loadb's) into *out, telling
+** out-of-memory from a syntax error, which Jansson 2.14 does not always do:
+** an allocation failure can read as a syntax error (a failure that does not
+** repeat identically on a second parse is taken as one), and with verify a
+** long token can come out misspelt from a parse that succeeds (a second
+** parse that differs is taken as one; callers with a cheaper check of
+** their own pass verify 0). A NUL byte is a syntax error (Jansson skips one
+** after a number). GPT2_OK; GPT2_NOMEM; GPT2_ERROR with *je describing the
+** syntax error (je->text, line, column, position). */
+struct json_t;
+struct json_error_t;
+int gpt2_json_parse(const char *text, size_t n, size_t flags, int verify, struct json_t **out,
+                    struct json_error_t *je);
 
 /* A large buffer that every step streams through (model weights, KV
 ** caches): 64-byte aligned; from GPT2_HUGE_MIN bytes on, 2 MB aligned and

@@ -89,19 +89,14 @@ int config_parse(const char *text, size_t len, const char *label, Gpt2Config *cf
                  size_t errlen) {
   memset(cfg, 0, sizeof *cfg);
   json_error_t je;
-  json_t *root = json_loadb(text, len, 0, &je);
-  /* Jansson 2.14 gives every syntax error a message; a failure without one
-  ** is an allocation failure (some of those still read as syntax errors). */
-  if (!root && !je.text[0]) return GPT2_NOMEM;
-  if (!root)
+  json_t *root;
+  int rc = gpt2_json_parse(text, len, 0, 1, &root, &je); /* small: verified by a second parse */
+  if (rc == GPT2_ERROR)
     return gpt2_errorf(err, errlen, "%s: not valid JSON: %s (line %d)", label, je.text, je.line);
-  int rc = GPT2_ERROR;
+  if (rc) return rc;
+  rc = GPT2_ERROR;
   if (!json_is_object(root)) {
     gpt2_errorf(err, errlen, "%s: not a JSON object", label);
-    goto done;
-  }
-  if (!gpt2_json_keys_intact(text, len, gpt2_json_has_key, root)) { /* see common.h */
-    rc = GPT2_NOMEM;
     goto done;
   }
 

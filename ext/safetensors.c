@@ -230,18 +230,14 @@ static int parse_header(StFile *f, const char *hdr, size_t n, char *err, size_t 
     return gpt2_errorf(err, errlen, "%s: header is not a JSON object (does not start with '{')",
                        label);
   json_error_t je;
-  json_t *root = json_loadb(hdr, n, JSON_REJECT_DUPLICATES, &je);
-  if (!root && !je.text[0]) return GPT2_NOMEM; /* no message: an allocation failed */
-  if (!root)
+  json_t *root;
+  int rc = gpt2_json_parse(hdr, n, JSON_REJECT_DUPLICATES, 1, &root, &je);
+  if (rc == GPT2_ERROR)
     return gpt2_errorf(err, errlen, "%s: header is not valid JSON: %s (header byte %d)", label,
                        je.text, je.position);
-  int rc = GPT2_OK;
+  if (rc) return rc;
   if (!json_is_object(root)) {
     rc = gpt2_errorf(err, errlen, "%s: header is not a JSON object", label);
-    goto done;
-  }
-  if (!gpt2_json_keys_intact(hdr, n, gpt2_json_has_key, root)) { /* a key misspelt by OOM: common.h */
-    rc = GPT2_NOMEM;
     goto done;
   }
   size_t cap = json_object_size(root);

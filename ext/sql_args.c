@@ -58,8 +58,9 @@ int sql_arg_num(const char *fname, int argno, const char *what, sqlite3_value *v
 int sql_id_array(const char *fname, const char *where, const char *s, size_t n, int vocab,
                  IdVec *out, char *err, size_t errlen) {
   json_error_t je;
-  json_t *a = json_loadb(s, n, JSON_DECODE_ANY, &je);
-  if (!a && !je.text[0]) return GPT2_NOMEM; /* Jansson: no message = allocation failure */
+  json_t *a;
+  int rc = gpt2_json_parse(s, n, JSON_DECODE_ANY, 0, &a, &je);
+  if (rc == GPT2_NOMEM) return rc;
   if (!a || !json_is_array(a)) {
     json_decref(a);
     return gpt2_errorf(err, errlen, "%s: %s must be a JSON array of integers%s%s", fname, where,
@@ -96,8 +97,9 @@ static int looks_like_ids(const char *s, size_t n) {
   while (b > a && strchr(" \t\r\n", s[b - 1])) b--;
   if (b - a < 2 || s[a] != '[' || s[b - 1] != ']') return 0;
   json_error_t je;
-  json_t *j = json_loadb(s + a, b - a, 0, &je);
-  if (!j) return je.text[0] ? 0 : -1;
+  json_t *j;
+  int rc = gpt2_json_parse(s + a, b - a, 0, 0, &j, &je);
+  if (rc) return rc == GPT2_NOMEM ? -1 : 0;
   int ids = json_is_array(j);
   for (size_t i = 0; ids && i < json_array_size(j); i++) ids = json_is_integer(json_array_get(j, i));
   json_decref(j);

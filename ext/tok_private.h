@@ -231,12 +231,13 @@ void tk_work_free(Work *w);
 /* vocab.json -> vocab_size, vbytes, vspan (tok_vocab.c). */
 int tk_load_vocab(Tokenizer *t, const char *path, char *err, size_t errlen);
 
-/* Parse the JSON file path (its text[0..n)) with Jansson, duplicate keys
-** refused (tok_vocab.c): GPT2_OK with *out; GPT2_NOMEM when an allocation
-** failed; else GPT2_ERROR with "path: invalid JSON at line L column C: ..."
-** or, for a repeated key, "path: duplicate key "k" (line L)". */
-int tk_json_parse(const char *path, const char *text, size_t n, json_t **out, char *err,
-                  size_t errlen);
+/* Parse the JSON file path (its text[0..n)) with gpt2_json_parse (verify as
+** there), duplicate keys refused (tok_vocab.c): GPT2_OK with *out;
+** GPT2_NOMEM when memory ran out; else GPT2_ERROR with "path: invalid JSON
+** at line L column C: ..." or, for a repeated key, "path: duplicate key "k"
+** (line L)". */
+int tk_json_parse(const char *path, const char *text, size_t n, int verify, json_t **out,
+                  char *err, size_t errlen);
 
 /* merges.txt -> units, ranks, merge_*; then the pattern. Runs on tok_load's
 ** helper thread and touches only those fields. A malformed line stops the

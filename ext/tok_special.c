@@ -11,27 +11,15 @@
 
 #include "tok_private.h"
 
-/* Parse a JSON file; errors name the file, and the key of a duplicate.
-** Jansson 2.14 can misspell a long token and still succeed when memory runs
-** short (common.h, gpt2_json_keys_intact), here in a key or in a token's
-** text: the file is parsed twice and a difference is out of memory (one
-** failed allocation cannot misspell both; later failures make the second
-** parse fail outright). The files are small. */
+/* Parse a JSON file; errors name the file, and the key of a duplicate. The
+** files are small: a second parse verifies the first (common.h,
+** gpt2_json_parse). */
 static int load_json(const char *path, size_t max, json_t **out, char *err, size_t errlen) {
   char *text;
   size_t n;
   int rc = gpt2_read_file(path, &text, &n, max, err, errlen);
   if (rc) return rc;
-  rc = tk_json_parse(path, text, n, out, err, errlen);
-  if (!rc) {
-    json_t *again = json_loadb(text, n, JSON_REJECT_DUPLICATES, NULL);
-    if (!json_equal(*out, again)) {
-      json_decref(*out);
-      *out = NULL;
-      rc = GPT2_NOMEM;
-    }
-    json_decref(again);
-  }
+  rc = tk_json_parse(path, text, n, 1, out, err, errlen);
   free(text);
   return rc;
 }

@@ -17,32 +17,17 @@
 
 #include "tok_private.h"
 
-int tk_json_parse(const char *path, const char *text, size_t n, json_t **out, char *err,
-                  size_t errlen) {
-  *out = NULL;
-  /* Jansson 2.14 skips a NUL byte that directly follows a number. */
-  const char *z = memchr(text, 0, n);
-  if (z) {
-    size_t line = 1;
-    for (const char *p = text; (p = memchr(p, '\n', (size_t)(z - p))); p++) line++;
-    return gpt2_errorf(err, errlen, "%s: invalid JSON at line %zu: a NUL byte", path, line);
-  }
-  json_error_t je1, je2, *je = &je1;
-  *out = json_loadb(text, n, JSON_REJECT_DUPLICATES, je);
-  if (*out) return GPT2_OK;
-  if (!je->text[0]) return GPT2_NOMEM; /* Jansson 2.14: no message = allocation failure */
-  /* Some allocation failures still come with a message (a string whose copy
-  ** failed reads as "string or '}' expected"): a real error repeats. */
-  json_t *again = json_loadb(text, n, JSON_REJECT_DUPLICATES, &je2);
-  if (again) {
-    json_decref(again);
-    return GPT2_NOMEM;
-  }
-  if (je2.position != je1.position || strcmp(je2.text, je1.text) != 0) return GPT2_NOMEM;
-  int rc = gpt2_errorf(err, errlen, "%s: invalid JSON at line %d column %d: %s%s", path, je->line,
-                       je->column,
-                       json_error_code(je) == json_error_invalid_utf8 ? "not valid UTF-8: " : "",
-                       je->text);
+int tk_json_parse(const char *path, const char *text, size_t n, int verify, json_t **out,
+                  char *err, size_t errlen) {
+  json_error_t je1, *je = &je1;
+  int rc = gpt2_json_parse(text, n, JSON_REJECT_DUPLICATES, verify, out, je);
+  if (rc != GPT2_ERROR) return rc;
+  if (je->column < 0)
+    return gpt2_errorf(err, errlen, "%s: invalid JSON at line %d: %s", path, je->line, je->text);
+  rc = gpt2_errorf(err, errlen, "%s: invalid JSON at line %d column %d: %s%s", path, je->line,
+                   je->column,
+                   json_error_code(je) == json_error_invalid_utf8 ? "not valid UTF-8: " : "",
+                   je->text);
   /* Jansson reports the offset just past the repeated key: find its opening
   ** quote (the first unescaped '"' before it) and let Jansson decode it. */
   if (json_error_code(je) == json_error_duplicate_key && je->position >= 2 &&
@@ -69,10 +54,10 @@ int tk_json_parse(const char *path, const char *text, size_t n, json_t **out, ch
 /* ------------------------------------------------------------------------
 ** Checking Jansson's reading against the file. Jansson 2.14's lexer drops a
 ** character of a long token when growing its buffer fails, and the parse can
-** still succeed with a misspelt key or number (common.h). Its
-** gpt2_json_keys_intact checks only unescaped keys and vocab.json's are
-** mostly escaped, so here every member is compared: the file's next key and
-** id, read here, must equal Jansson's; a difference means memory ran out. The text is known to be
+** still succeed with a misspelt key or number (common.h, gpt2_json_parse).
+** A second parse would double the load's main cost, so here every member is
+** compared instead: the file's next key and id, read here, must equal
+** Jansson's; a difference means memory ran out. The text is known to be
 ** JSON (Jansson accepted it), but this reader stays in bounds regardless.
 */
 
@@ -199,7 +184,9 @@ int tk_load_vocab(Tokenizer *t, const char *path, char *err, size_t errlen) {
   int32_t *ids = NULL;
   Span *spans = NULL;
   json_t *root = NULL;
-  rc = tk_json_parse(path, text, size, &root, err, errlen);
+  /* no second parse (verify 0): the members are checked against the file
+  ** below (member_equals), which is cheaper */
+  rc = tk_json_parse(path, text, size, 0, &root, err, errlen);
   if (rc) goto done;
   if (!json_is_object(root)) {
     rc = gpt2_errorf(err, errlen, "%s: expected a JSON object mapping tokens to ids", path);
