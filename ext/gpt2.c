@@ -34,12 +34,21 @@ static int (*const REGISTRARS[])(sqlite3 *, Gpt2Conn *) = {
 };
 
 /* A second load on the same connection keeps the first one's state (its
-** loaded models) instead of registering a fresh copy over it. */
+** loaded models) instead of registering a fresh copy over it. The check
+** must leave no error on the connection: sqlite3_open fails when an
+** automatic extension leaves one. */
 static int already_registered(sqlite3 *db) {
   sqlite3_stmt *st = NULL;
-  int rc = sqlite3_prepare_v2(db, "SELECT gpt2_version()", -1, &st, NULL);
+  int found = 0;
+  if (sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_function_list WHERE name = 'gpt2_version'",
+                         -1, &st, NULL) == SQLITE_OK)
+    found = sqlite3_step(st) == SQLITE_ROW;
   sqlite3_finalize(st);
-  return rc == SQLITE_OK;
+  if (!st) { /* a build without the introspection pragmas: clear its error */
+    sqlite3_prepare_v2(db, "SELECT 1", -1, &st, NULL);
+    sqlite3_finalize(st);
+  }
+  return found;
 }
 
 GPT2_EXPORT int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg,

@@ -284,3 +284,31 @@ def test_load_errors_name_files_by_full_path(tmp_path, vocab_dir):
         m = err(conn, "SELECT gpt2_load(?)", str(d))
         assert m.startswith(f"gpt2_load: {os.path.realpath(d)}/{name}"), m
     conn.close()
+
+
+def test_loads_as_an_automatic_extension():
+    """sqlite3_open fails when an automatic extension leaves an error on the
+    connection: registering must leave none (the already-loaded check)."""
+    import ctypes
+    import ctypes.util
+    code = r"""
+import ctypes, ctypes.util, sys
+lib = ctypes.CDLL(ctypes.util.find_library("sqlite3"))
+ext = ctypes.CDLL(sys.argv[1])
+init = ctypes.cast(ext.sqlite3_gpt_init, ctypes.c_void_p)
+assert lib.sqlite3_auto_extension(init) == 0
+db = ctypes.c_void_p()
+rc = lib.sqlite3_open(b":memory:", ctypes.byref(db))
+st = ctypes.c_void_p()
+lib.sqlite3_prepare_v2(db, b"SELECT gpt2_version()", -1, ctypes.byref(st), None)
+step = lib.sqlite3_step(st)
+lib.sqlite3_column_text.restype = ctypes.c_char_p
+print(rc, step, lib.sqlite3_column_text(st, 0).decode())
+lib.sqlite3_finalize(st)
+lib.sqlite3_close(db)
+"""
+    p = subprocess.run(["/usr/bin/python3", "-c", code, SO], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    rc, step, version = p.stdout.split()
+    assert (rc, step) == ("0", "100")  # SQLITE_OK, SQLITE_ROW
+    assert version == one(connect(), "SELECT gpt2_version()")
