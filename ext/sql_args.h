@@ -4,7 +4,9 @@
 ** to SQLite, and the helpers every table-valued function shares).
 **
 ** Error messages follow one shape: "<function>: argument N (<name>) <what
-** is wrong>", naming the value and the allowed range where there is one.
+** is wrong>", naming the value and the allowed range where there is one;
+** for a key of an options object, "<function>: option '<key>' = <value>
+** <what is allowed>" (sql_options.c).
 */
 #ifndef GPT2_SQL_ARGS_H
 #define GPT2_SQL_ARGS_H
