@@ -1,12 +1,22 @@
 /*
 ** generate.c — prompt feeding (with prefix reuse), token-by-token and
-** batched generation, stop rules, UTF-8 hold-back for streamed text (see
-** generate.h).
+** batched generation, stop rules, UTF-8 and stop-string hold-back for
+** streamed text (see generate.h).
 */
 #include "generate.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+const char *gen_finish_name(int finish) {
+  switch (finish) {
+    case GEN_EOS: return "eos";
+    case GEN_LENGTH: return "length";
+    case GEN_STOP: return "stop";
+    case GEN_CONTEXT: return "context";
+    default: return NULL;
+  }
+}
 
 void prefix_clear(Gpt2Prefix *p) {
   seq_free(p->seq);
@@ -118,8 +128,11 @@ static int prepare(Gpt2Gen *g, const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters
   memcpy(g->unfed.v, prompt + reuse, (size_t)(n - reuse) * sizeof *prompt);
   g->unfed.n = (size_t)(n - reuse);
   g->n_prompt = n;
-  if (p->max_tokens <= 0) g->done = 1;
-  return GPT2_OK;
+  if (p->max_tokens <= 0) {
+    g->done = 1;
+    g->finish = GEN_LENGTH;
+  }
+  return opt_state_init(&g->os, p->opt, m->cfg.vocab_size, prompt, n, p->max_tokens);
 }
 
 int gen_prepare(Gpt2Gen *g, const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr,
@@ -172,9 +185,14 @@ int gen_save_prefix(Gpt2Gen *g, Gpt2Prefix *pfx, int steal) {
 ** so different generations may choose at once). -1 on OOM. */
 static int choose(Gpt2Gen *g, double *logprob) {
   const float *lg = g->pick_from ? g->pick_from : g->logits;
+  int V = g->m->cfg.vocab_size;
   g->pick_from = NULL;
-  return sampler_pick(&g->sampler, lg, g->m->cfg.vocab_size, &g->p.sample, &g->rng,
-                      logprob); /* NULL: not computed (a pass of exp over V) */
+  /* the processors write g's own copy: lg may be the scratch's shared output */
+  const float *use = opt_apply(&g->os, g->p.opt, lg, V, g->m->cfg.eos_id, g->n_generated);
+  int id = sampler_pick(&g->sampler, use, V, &g->p.sample, &g->rng,
+                        use == lg ? logprob : NULL); /* NULL: not computed (a pass of exp over V) */
+  if (id >= 0 && logprob && use != lg) *logprob = sampler_logprob(lg, V, id);
+  return id;
 }
 
 /* Take the chosen token: counters and the stop rules. */
@@ -184,14 +202,21 @@ static int take(Gpt2Gen *g, int id, int *tok) {
   *tok = id;
   if (id == g->m->cfg.eos_id) { /* returned so that streams can end on it */
     g->done = 1;
+    g->finish = GEN_EOS;
     return GPT2_OK;
   }
   g->n_generated++;
   g->last = id;
+  opt_state_add(&g->os, g->p.opt, id);
   /* the last position's logits gave this token: it cannot be fed (it would
   ** need position n_positions), so it is the last one */
-  if (g->n_generated >= g->p.max_tokens || g->n_prompt + g->n_generated > g->m->cfg.n_positions)
+  if (g->n_prompt + g->n_generated > g->m->cfg.n_positions) {
     g->done = 1;
+    g->finish = GEN_CONTEXT;
+  } else if (g->n_generated >= g->p.max_tokens) {
+    g->done = 1;
+    g->finish = GEN_LENGTH;
+  }
   return GPT2_OK;
 }
 
@@ -360,15 +385,45 @@ int gen_next_batch(Gpt2Gen *const *gs, int n, int *toks, double *logprobs, char 
   return rc;
 }
 
+/* Move the first n bytes of b to the end of out. */
+static int move_front(ByteBuf *b, size_t n, ByteBuf *out) {
+  if (n && buf_append(out, b->p, n)) return GPT2_NOMEM;
+  if (n) {
+    memmove(b->p, b->p + n, b->n - n);
+    b->n -= n;
+  }
+  return GPT2_OK;
+}
+
 int gen_take_text(Gpt2Gen *g, int tok, int flush, ByteBuf *text) {
+  const Gpt2Options *o = g->p.opt;
+  int stops = o && o->n_stop > 0;
   size_t len = 0;
   const char *b = tok >= 0 && tok != g->m->cfg.eos_id ? tok_bytes(g->m->tok, tok, &len) : NULL;
   if (b && len && buf_append(&g->pending, b, len)) return GPT2_NOMEM;
   size_t keep = flush ? g->pending.n : utf8_complete_prefix(g->pending.p, g->pending.n);
-  if (keep && utf8_append_sanitized(text, g->pending.p, keep)) return GPT2_NOMEM;
+  /* complete characters go to text, or first to held when stop strings
+  ** are searched (they are matched on the text as returned) */
+  if (keep && utf8_append_sanitized(stops ? &g->held : text, g->pending.p, keep))
+    return GPT2_NOMEM;
   if (keep) {
     memmove(g->pending.p, g->pending.p + keep, g->pending.n - keep);
     g->pending.n -= keep;
+  }
+  if (stops) {
+    /* Nothing emitted can start a stop string (it was held while it could),
+    ** so a match starts inside held. */
+    size_t at;
+    if (opt_stop_find(o, g->held.p, g->held.n, &at)) {
+      if (move_front(&g->held, at, text)) return GPT2_NOMEM;
+      g->held.n = 0;
+      g->pending.n = 0;
+      g->done = 1;
+      g->finish = GEN_STOP;
+    } else {
+      size_t hold = flush ? 0 : opt_stop_hold(o, g->held.p, g->held.n);
+      if (move_front(&g->held, g->held.n - hold, text)) return GPT2_NOMEM;
+    }
   }
   if (!text->p && buf_append(text, "", 0)) return GPT2_NOMEM;
   return GPT2_OK;
@@ -381,6 +436,8 @@ void gen_free(Gpt2Gen *g) {
   idvec_free(&g->unfed);
   sampler_free(&g->sampler);
   buf_free(&g->pending);
+  buf_free(&g->held);
+  opt_state_free(&g->os);
   model_release(g->m);
   memset(g, 0, sizeof *g);
 }

@@ -156,7 +156,7 @@ static int argmax(const float *logits, int V) {
 }
 
 /* log softmax(logits)[id], in double. */
-static double log_prob(const float *logits, int V, int id) {
+double sampler_logprob(const float *logits, int V, int id) {
   double mx = -INFINITY;
   for (int i = 0; i < V; i++) mx = fmax(mx, (double)clean(logits[i]));
   if (mx == -INFINITY) return -log((double)V); /* all -inf: uniform */
@@ -232,6 +232,6 @@ int sampler_pick(Gpt2Sampler *s, const float *logits, int V, const Gpt2SamplePar
     }
     id = key_id(s->key[pick]);
   }
-  if (logprob) *logprob = log_prob(logits, V, id);
+  if (logprob) *logprob = sampler_logprob(logits, V, id);
   return id;
 }

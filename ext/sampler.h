@@ -58,4 +58,8 @@ int sampler_reserve(Gpt2Sampler *s, int V, const Gpt2SampleParams *p);
 int sampler_pick(Gpt2Sampler *s, const float *logits, int V,
                  const Gpt2SampleParams *p, Gpt2Rng *rng, double *logprob);
 
+/* log softmax(logits)[id] in double (NaN counts as -inf), as sampler_pick
+** reports it. */
+double sampler_logprob(const float *logits, int V, int id);
+
 #endif

@@ -4,7 +4,9 @@
 ** to SQLite, and the helpers every table-valued function shares).
 **
 ** Error messages follow one shape: "<function>: argument N (<name>) <what
-** is wrong>", naming the value and the allowed range where there is one.
+** is wrong>", naming the value and the allowed range where there is one;
+** for a key of an options object, "<function>: option '<key>' = <value>
+** <what is allowed>" (sql_options.c).
 */
 #ifndef GPT2_SQL_ARGS_H
 #define GPT2_SQL_ARGS_H
@@ -54,6 +56,32 @@ int sql_prompt(const Tokenizer *tok, int vocab, const char *fname, const char *w
 int sql_gen_params(int n_positions, int64_t cap, const char *fname, int argc,
                    sqlite3_value **argv, Gpt2GenParams *p, int *seeded, char *err,
                    size_t errlen);
+
+/* ---- generation arguments: positional, or one options object ---- */
+
+#define SQL_DEFAULT_BATCH 16  /* gpt2_complete's batch_size */
+#define SQL_MAX_BATCH 256
+
+/* Keys only some functions take (sql_gen_args' keys). */
+#define SQL_GEN_RESULT 1u  /* 'result' (gpt2_generate) */
+#define SQL_GEN_BATCH 2u   /* 'batch_size' (gpt2_complete; positional 6th too) */
+
+typedef struct SqlGenArgs {
+  Gpt2GenParams p;     /* p.opt points at opt: use the struct in place, never copy it */
+  Gpt2Options opt;
+  int seeded;          /* a seed was given; else p.seed is random */
+  int result_json;     /* 'result': 'json' */
+  int64_t batch_size;  /* SQL_GEN_BATCH: the batch size (default SQL_DEFAULT_BATCH) */
+} SqlGenArgs;
+
+/* The arguments after the prompt (argno 2 on): either positional, as
+** sql_gen_params (then batch_size when keys has SQL_GEN_BATCH), or, when
+** argument 2 is TEXT (with or without the JSON subtype), a JSON object of
+** options (README, "Generation options"), and then no other non-NULL
+** argument. Release with sql_gen_args_free, also after an error. */
+int sql_gen_args(const Gpt2Config *cfg, int64_t cap, const char *fname, int argc,
+                 sqlite3_value **argv, unsigned keys, SqlGenArgs *a, char *err, size_t errlen);
+void sql_gen_args_free(SqlGenArgs *a);
 
 /* A random 64-bit seed. */
 uint64_t sql_random_seed(void);

@@ -9,6 +9,7 @@
 **   gpt2_token_count(text)              integer
 **   gpt2_logits(prompt)                 BLOB of vocab_size float32 (LE)
 **   gpt2_generate(prompt [, max_tokens [, temperature [, top_k [, top_p [, seed]]]]])
+**   gpt2_generate(prompt, options)      the same with a JSON object of options
 **   gpt2_use(name), gpt2_unload(name)   switch between / free loaded models
 **   gpt2_set(name, value)               connection settings
 **   gpt2_progress()                     the latest long job's progress (JSON)
@@ -351,6 +352,21 @@ static void fn_logits(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   idvec_free(&ids);
 }
 
+/* gpt2_generate's result 'json': {"text", "finish_reason", "n_tokens"}. */
+static void result_json(sqlite3_context *ctx, const ByteBuf *text, const Gpt2Gen *g) {
+  json_t *j = json_object();
+  int bad = !j;
+  bad |= json_object_set_new(j, "text", json_stringn(text->p, text->n));
+  const char *why = gen_finish_name(g->finish);
+  bad |= json_object_set_new(j, "finish_reason", why ? json_string(why) : json_null());
+  bad |= json_object_set_new(j, "n_tokens", json_integer(g->n_generated));
+  if (bad) {
+    json_decref(j);
+    j = NULL;
+  }
+  sql_result_json(ctx, j);
+}
+
 static void fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   const char *fname = "gpt2_generate";
   Gpt2Conn *c = sqlite3_user_data(ctx);
@@ -367,35 +383,36 @@ static void fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     entry_error(ctx, err);
     return;
   }
-  Gpt2GenParams p;
+  SqlGenArgs a;
   IdVec ids = {0};
   Gpt2Gen g = {0};
   ByteBuf text = {0};
-  int seeded;
   const Gpt2Settings *set = conn_settings(c);
-  int rc = sql_gen_params(e->model->cfg.n_positions,
-                          set->max_tokens_limit ? set->max_tokens_limit : INT64_MAX, fname,
-                          argc - 1, argv + 1, &p, &seeded, err, sizeof err);
+  int rc = sql_gen_args(&e->model->cfg, set->max_tokens_limit ? set->max_tokens_limit : INT64_MAX,
+                        fname, argc - 1, argv + 1, SQL_GEN_RESULT, &a, err, sizeof err);
   if (!rc) rc = prompt_arg(e, fname, argv[0], &ids, err, sizeof err);
   if (!rc)
-    rc = conn_gen_start(c, e->model, fname, sqlite3_context_db_handle(ctx), &ids, &p, &g, err,
+    rc = conn_gen_start(c, e->model, fname, sqlite3_context_db_handle(ctx), &ids, &a.p, &g, err,
                         sizeof err);
-  while (!rc) {
+  while (!rc && !g.done) {
     int tok;
     rc = gen_next(&g, &tok, NULL, msg, sizeof msg);
     if (rc == GPT2_ERROR || rc == GPT2_INTERRUPTED) gpt2_errorf(err, sizeof err, "%s: %s", fname, msg);
     if (rc || tok < 0) break;
     rc = gen_take_text(&g, tok, g.done, &text);
-    if (g.done) break;
   }
   if (!rc && !text.p) rc = buf_append(&text, "", 0);
   if (rc) {
     sql_result_error(ctx, rc, err);
-    buf_free(&text);
+  } else if (a.result_json) {
+    result_json(ctx, &text, &g);
   } else {
     sqlite3_result_text(ctx, text.p, (int)text.n, free);
+    text.p = NULL;
   }
+  buf_free(&text);
   conn_gen_finish(c, &g);
+  sql_gen_args_free(&a);
   idvec_free(&ids);
 }
 

@@ -6,12 +6,13 @@
 **     FROM gpt2_complete('SELECT id, body FROM docs WHERE summary IS NULL', 48);
 **
 ** Arguments (hidden columns): query, max_tokens, temperature, top_k, top_p,
-** seed, batch_size. `query` is one read-only SQL statement returning two
-** columns, (key, prompt); the other arguments mean what they mean for
-** gpt2_generate, and batch_size (default 16, 1..256) is how many prompts are
-** generated together. Result columns: key (unchanged, any type), prompt,
-** completion (TEXT; NULL for a NULL prompt) and n_tokens (tokens generated,
-** the eos token not counted).
+** seed, batch_size — or query and a JSON object of options (batch_size one
+** of them) in the max_tokens column. `query` is one read-only SQL statement
+** returning two columns, (key, prompt); the other arguments mean what they
+** mean for gpt2_generate, and batch_size (default 16, 1..256) is how many
+** prompts are generated together. Result columns: key (unchanged, any
+** type), prompt, completion (TEXT; NULL for a NULL prompt), n_tokens (tokens
+** generated, the eos token not counted) and finish_reason.
 **
 ** HOW IT WORKS: up to batch_size sequences are live at once, each with its
 ** own KV cache and position. Each step is ONE forward call with one row per
@@ -44,6 +45,7 @@ enum {
   COL_PROMPT,
   COL_COMPLETION,
   COL_N_TOKENS,
+  COL_FINISH,
   COL_QUERY, /* first hidden argument column */
   COL_MAX_TOKENS,
   COL_TEMPERATURE,
@@ -53,9 +55,6 @@ enum {
   COL_BATCH_SIZE,
   N_ARGS = COL_BATCH_SIZE - COL_QUERY + 1
 };
-
-#define DEFAULT_BATCH 16
-#define MAX_BATCH 256
 
 typedef struct CompleteVtab {
   sqlite3_vtab base; /* must be first */
@@ -78,8 +77,7 @@ typedef struct CompleteCursor {
   sqlite3_vtab_cursor base; /* must be first */
   sqlite3_stmt *stmt;       /* the query; NULL once exhausted */
   const Gpt2Model *m;       /* model in use (the current one at xFilter), retained */
-  Gpt2GenParams params;     /* generation arguments */
-  int seeded;               /* seed given: row k uses seed + k */
+  SqlGenArgs args;          /* generation arguments; a seed given: row k uses seed + k */
   sqlite3_int64 n_read;     /* query rows read */
   int batch;                /* slots */
   Job **slots;              /* (batch) live jobs, NULL when free */
@@ -103,6 +101,7 @@ static int completeConnect(sqlite3 *db, void *pAux, int argc, const char *const 
   (void)pzErr;
   int rc = sqlite3_declare_vtab(db,
                                 "CREATE TABLE x(key, prompt, completion TEXT, n_tokens INTEGER, "
+                                "finish_reason TEXT, "
                                 "query HIDDEN, max_tokens HIDDEN, temperature HIDDEN, "
                                 "top_k HIDDEN, top_p HIDDEN, seed HIDDEN, batch_size HIDDEN)");
   if (rc != SQLITE_OK) return rc;
@@ -168,6 +167,7 @@ static void cursorReset(CompleteCursor *c) {
   c->n_live = 0;
   c->n_read = 0;
   c->rowid = 0;
+  sql_gen_args_free(&c->args);
 }
 
 static int completeClose(sqlite3_vtab_cursor *cur) {
@@ -270,8 +270,8 @@ static int fill(CompleteCursor *c, char *err, size_t errlen) {
     snprintf(where, sizeof where, "query row %lld (from 0), column 2 (prompt)", (long long)k);
     rc = sql_prompt(c->m->tok, c->m->cfg.vocab_size, "gpt2_complete", where, j->prompt, &ids,
                     err, errlen);
-    Gpt2GenParams p = c->params;
-    if (c->seeded) p.seed += (uint64_t)k;
+    Gpt2GenParams p = c->args.p; /* p.opt: the cursor's options, for every row */
+    if (c->args.seeded) p.seed += (uint64_t)k;
     else p.seed = sql_random_seed();
     j->kv_need = gen_positions(c->m, (int)ids.n, p.max_tokens);
     /* A spare cache is charged what it holds; when that is over the cap,
@@ -391,6 +391,10 @@ static int completeColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int co
     case COL_N_TOKENS:
       if (j->started) sqlite3_result_int(ctx, j->gen.n_generated);
       break;
+    case COL_FINISH:
+      if (j->started && gen_finish_name(j->gen.finish))
+        sqlite3_result_text(ctx, gen_finish_name(j->gen.finish), -1, SQLITE_STATIC);
+      break;
     default: break;
   }
   return SQLITE_OK;
@@ -417,17 +421,13 @@ static int completeFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxS
   const Gpt2Entry *e = conn_current(conn, "gpt2_complete", 1, err, sizeof err);
   if (!e) return sql_vtab_error(cur->pVtab, err[0] ? GPT2_ERROR : GPT2_NOMEM, err);
   const Gpt2Settings *set = conn_settings(conn);
-  int rc = sql_gen_params(e->model->cfg.n_positions,
-                          set->max_tokens_limit ? set->max_tokens_limit : INT64_MAX,
-                          "gpt2_complete", 5, args + 1, &c->params, &c->seeded, err, sizeof err);
-  c->params.stop = sql_interrupted;
-  c->params.stop_arg = vt->db;
+  int rc = sql_gen_args(&e->model->cfg, set->max_tokens_limit ? set->max_tokens_limit : INT64_MAX,
+                        "gpt2_complete", N_ARGS - 1, args + 1, SQL_GEN_BATCH, &c->args, err,
+                        sizeof err);
+  c->args.p.stop = sql_interrupted;
+  c->args.p.stop_arg = vt->db;
   if (rc) return sql_vtab_error(cur->pVtab, rc, err);
-  int64_t batch = DEFAULT_BATCH;
-  if (args[6] && sqlite3_value_type(args[6]) != SQLITE_NULL &&
-      sql_arg_int("gpt2_complete", 7, "batch_size", args[6], 1, MAX_BATCH, &batch, err,
-                  sizeof err))
-    return sql_vtab_error(cur->pVtab, GPT2_ERROR, err);
+  int64_t batch = c->args.batch_size;
   /* Retained: the query runs user SQL between rows, which may unload or
   ** replace this model (gpt2_unload('default') in the query freed it under
   ** the cursor: heap-use-after-free, found by tests/test_hostile.py). */

@@ -2,12 +2,14 @@
 ** vtab_stream.c — gpt2_stream, a table-valued function that yields generated
 ** tokens one row at a time.
 **
-**   SELECT i, token_id, token, logprob
+**   SELECT i, token_id, token, logprob, finish_reason
 **     FROM gpt2_stream('Once upon a time', 20, 0.8, 40, 0.95, 7);
 **
 ** Arguments (hidden columns, as SQLite's generate_series): prompt, max_tokens,
 ** temperature, top_k, top_p, seed — the same meanings and defaults as
-** gpt2_generate. A NULL prompt gives no rows.
+** gpt2_generate; or prompt and a JSON object of options in the max_tokens
+** column. A NULL prompt gives no rows. finish_reason is NULL but on the
+** last row.
 **
 ** HOW IT WORKS: each row is computed when SQLite asks for it. xFilter feeds
 ** the prompt and samples row 0; every xNext runs one single-position forward
@@ -16,7 +18,8 @@
 ** across tokens are held back and appear whole in the row that completes it,
 ** so concatenating `token` gives gpt2_generate's text. When generation ends
 ** at the eos token, that token is the last row (its token is '' or the
-** held-back bytes).
+** held-back bytes). With stop strings, text that may still become one is
+** held back too, so no row ever shows part of a stop string.
 */
 #include "sql_args.h"
 #include "sql_conn.h"
@@ -33,6 +36,7 @@ enum {
   COL_TOKEN_ID,
   COL_TOKEN,
   COL_LOGPROB,
+  COL_FINISH,
   COL_PROMPT, /* first hidden argument column */
   COL_MAX_TOKENS,
   COL_TEMPERATURE,
@@ -51,6 +55,7 @@ typedef struct StreamVtab {
 typedef struct StreamCursor {
   sqlite3_vtab_cursor base; /* must be first */
   Gpt2Gen gen;              /* generation state: KV cache, RNG, pending bytes */
+  SqlGenArgs args;          /* its parameters and options (gen points at them) */
   int started;              /* gen holds a started generation */
   sqlite3_int64 i;          /* current row number */
   int token;                /* current token id, -1 at eof */
@@ -66,7 +71,7 @@ static int streamConnect(sqlite3 *db, void *pAux, int argc, const char *const *a
   (void)pzErr;
   int rc = sqlite3_declare_vtab(db,
                                 "CREATE TABLE x(i INTEGER, token_id INTEGER, token TEXT, "
-                                "logprob REAL, prompt HIDDEN, max_tokens HIDDEN, "
+                                "logprob REAL, finish_reason TEXT, prompt HIDDEN, max_tokens HIDDEN, "
                                 "temperature HIDDEN, top_k HIDDEN, top_p HIDDEN, seed HIDDEN)");
   if (rc != SQLITE_OK) return rc;
   StreamVtab *v = sqlite3_malloc(sizeof *v);
@@ -98,6 +103,7 @@ static int streamOpen(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCur) {
 static void cursorReset(StreamCursor *c, Gpt2Conn *conn) {
   if (c->started) conn_gen_finish(conn, &c->gen);
   c->started = 0;
+  sql_gen_args_free(&c->args);
   buf_free(&c->text);
   c->token = -1;
   c->i = 0;
@@ -148,6 +154,10 @@ static int streamColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i) {
       sqlite3_result_text(ctx, c->text.p ? c->text.p : "", (int)c->text.n, SQLITE_TRANSIENT);
       break;
     case COL_LOGPROB: sqlite3_result_double(ctx, c->logprob); break;
+    case COL_FINISH:
+      if (c->gen.done && gen_finish_name(c->gen.finish))
+        sqlite3_result_text(ctx, gen_finish_name(c->gen.finish), -1, SQLITE_STATIC);
+      break;
     default: break; /* hidden argument columns read back as NULL */
   }
   return SQLITE_OK;
@@ -176,20 +186,17 @@ static int streamFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr
   if (!args[0] || sqlite3_value_type(args[0]) == SQLITE_NULL) return SQLITE_OK; /* no rows */
   const Gpt2Entry *e = conn_current(conn, "gpt2_stream", 1, err, sizeof err);
   if (!e) return sql_vtab_error(cur->pVtab, err[0] ? GPT2_ERROR : GPT2_NOMEM, err);
-  Gpt2GenParams p;
   IdVec ids = {0};
-  int seeded;
   const Gpt2Settings *set = conn_settings(conn);
-  int rc = sql_gen_params(e->model->cfg.n_positions,
-                          set->max_tokens_limit ? set->max_tokens_limit : INT64_MAX,
-                          "gpt2_stream", N_ARGS - 1, args + 1, &p, &seeded, err, sizeof err);
+  int rc = sql_gen_args(&e->model->cfg, set->max_tokens_limit ? set->max_tokens_limit : INT64_MAX,
+                        "gpt2_stream", N_ARGS - 1, args + 1, 0, &c->args, err, sizeof err);
   if (!rc)
     rc = sql_prompt(e->tok, e->model->cfg.vocab_size, "gpt2_stream", "argument 1 (prompt)",
                     args[0], &ids, err, sizeof err);
   if (!rc) {
     c->started = 1;
-    rc = conn_gen_start(conn, e->model, "gpt2_stream", ((StreamVtab *)cur->pVtab)->db, &ids, &p,
-                        &c->gen, err, sizeof err);
+    rc = conn_gen_start(conn, e->model, "gpt2_stream", ((StreamVtab *)cur->pVtab)->db, &ids,
+                        &c->args.p, &c->gen, err, sizeof err);
   }
   idvec_free(&ids);
   if (!rc && !c->gen.done) rc = step(c, err, sizeof err);

@@ -198,7 +198,8 @@ EXACT = [
     ("SELECT gpt2_generate('a', 9223372036854775807)",
      "gpt2_generate: argument 2 (max_tokens) = 9223372036854775807 is out of range [0, 16]"),
     ("SELECT gpt2_generate('a', '3')",
-     "gpt2_generate: argument 2 (max_tokens) must be an INTEGER, got TEXT"),
+     "gpt2_generate: argument 2 (max_tokens or options) "
+     "must be an INTEGER or a JSON object of options, e.g. json_object('max_tokens', 40); got TEXT '3', not a JSON object"),
     ("SELECT gpt2_generate('a', 3.5)",
      "gpt2_generate: argument 2 (max_tokens) must be an INTEGER, got REAL"),
     ("SELECT gpt2_generate('a', 3, -0.5)",

@@ -127,7 +127,8 @@ def test_generate_argument_errors(mdb):
     assert err(mdb, "SELECT gpt2_generate('a', 97)") == \
         "gpt2_generate: argument 2 (max_tokens) = 97 is out of range [0, 96]"
     assert err(mdb, "SELECT gpt2_generate('a', 'x')") == \
-        "gpt2_generate: argument 2 (max_tokens) must be an INTEGER, got TEXT"
+        "gpt2_generate: argument 2 (max_tokens or options) " \
+        "must be an INTEGER or a JSON object of options, e.g. json_object('max_tokens', 40); got TEXT 'x': invalid token near 'x'"
     assert err(mdb, "SELECT gpt2_generate('a', 5, -0.5)") == \
         "gpt2_generate: argument 3 (temperature) = -0.5 is out of range [0, inf)"
     assert err(mdb, "SELECT gpt2_generate('a', 5, 1.0, -3)") == \
