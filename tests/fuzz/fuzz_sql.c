@@ -45,7 +45,9 @@ static const struct {
     {"gpt2_use", 0, 1, 1},        {"gpt2_unload", 0, 1, 1},      {"gpt2_set", 0, 2, 2},
     {"gpt2_tokenize", 0, 1, 1},   {"gpt2_detokenize", 0, 1, 1},  {"gpt2_token_count", 0, 1, 1},
     {"gpt2_logits", 0, 1, 1},     {"gpt2_generate", 0, 1, 6},    {"gpt2_stream", 1, 1, 6},
-    {"gpt2_complete", 1, 1, 7},   {"gpt2_models", 1, 0, 0},
+    {"gpt2_complete", 1, 1, 7},   {"gpt2_models", 1, 0, 0},      {"gpt2_progress", 0, 0, 0},
+    {"gpt2_score", 0, 1, 2},      {"gpt2_perplexity", 0, 1, 2},  {"gpt2_embed", 0, 1, 2},
+    {"gpt2_token_logprobs", 1, 1, 3}, {"gpt2_score_rows", 1, 1, 2},
 };
 #define N_FUNCS (sizeof FUNCS / sizeof FUNCS[0])
 

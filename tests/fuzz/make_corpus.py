@@ -80,7 +80,8 @@ def holey_dir(path):
 
 FUNCS = ["gpt2_version", "gpt2_load", "gpt2_info", "gpt2_use", "gpt2_unload", "gpt2_set",
          "gpt2_tokenize", "gpt2_detokenize", "gpt2_token_count", "gpt2_logits", "gpt2_generate",
-         "gpt2_stream", "gpt2_complete", "gpt2_models"]
+         "gpt2_stream", "gpt2_complete", "gpt2_models", "gpt2_progress", "gpt2_score",
+         "gpt2_perplexity", "gpt2_embed", "gpt2_token_logprobs", "gpt2_score_rows"]
 
 
 def a_null():
@@ -146,6 +147,19 @@ def sql_seeds():
             a_real(1.0), a_int(9), a_int(2))
     yield c("gpt2_complete", a_text("DELETE FROM x"))
     yield c("gpt2_models")
+    yield c("gpt2_generate", a_text("Once"), a_json(
+        '{"max_tokens": 6, "stop": ["a", "b c"], "repetition_penalty": 1.2, '
+        '"frequency_penalty": 0.5, "presence_penalty": -0.5, "logit_bias": {"5": -100}, '
+        '"min_tokens": 2, "result": "json", "temperature": 0.7, "seed": 1}'))
+    yield c("gpt2_stream", a_text("The"), a_text('{"max_tokens": 5, "stop": "e"}'))
+    yield c("gpt2_complete", a_text("SELECT 1, 'a' UNION ALL SELECT 2, 'b'"),
+            a_json('{"max_tokens": 3, "batch_size": 2, "stop": "x"}')) + c("gpt2_progress")
+    yield c("gpt2_score", a_text("the dog"), a_text("Once"))
+    yield c("gpt2_perplexity", a_text("a b c d e f g h"), a_int(3))
+    yield c("gpt2_embed", a_text("Hello"), a_text("last,normalize"))
+    yield c("gpt2_token_logprobs", a_text("ab cd"), a_null(), a_int(3))
+    yield c("gpt2_score_rows", a_text("SELECT 1, 'ab', 'x' UNION ALL SELECT 2, NULL, NULL"),
+            a_int(2))
     yield c("gpt2_load", a_text(b"\x01"), a_text("t")) + c("gpt2_models") + \
         c("gpt2_use", a_text("default")) + c("gpt2_stream", a_text("a"))
 

@@ -34,6 +34,7 @@ dict() {
     config|safetensors|layout|vocab) echo "-dict=$here/dicts/json.dict" ;;
     merges) echo "-dict=$here/dicts/merges.dict" ;;
     tokenize) echo "-dict=$here/dicts/tokenize.dict" ;;
+    sql) echo "-dict=$here/dicts/sql.dict" ;;
   esac
 }
 

@@ -89,6 +89,24 @@ static const Phase PHASES[] = {
      "SELECT key, completion, n_tokens FROM gpt2_complete('SELECT 1, ''ab'' UNION ALL "
      "SELECT 2, NULL UNION ALL SELECT 3, ''ab c'' UNION ALL SELECT 4, json(''[5, 6]'')', "
      "5, 0.7, 0, 1.0, 9, 2)", NULL, NULL},
+    {"options", "SELECT gpt2_load('%1$s/micro')",
+     "SELECT gpt2_generate('Once upon', '{\"max_tokens\": 9, \"temperature\": 0.8, \"seed\": 3, "
+     "\"stop\": [\"zq\", \"e\"], \"repetition_penalty\": 1.3, \"frequency_penalty\": 0.5, "
+     "\"logit_bias\": {\"5\": 2}, \"min_tokens\": 2, \"result\": \"json\"}'), "
+     "(SELECT group_concat(token, '') || max(finish_reason) FROM gpt2_stream('The dog', "
+     "json_object('max_tokens', 6, 'stop', 'o', 'presence_penalty', 1))), "
+     "(SELECT group_concat(completion || finish_reason) FROM gpt2_complete('SELECT 1, ''ab'' "
+     "UNION ALL SELECT 2, ''ab c''', '{\"max_tokens\": 5, \"stop\": \"a\", \"batch_size\": 2}'))",
+     NULL, NULL},
+    {"score", "SELECT gpt2_load('%1$s/micro')",
+     "SELECT gpt2_score('the dog', 'Once'), gpt2_perplexity('a b c d e f g'), "
+     "hex(gpt2_embed('Hello', 'last,normalize')), "
+     "(SELECT group_concat(logprob || rank || coalesce(top, '')) FROM "
+     "gpt2_token_logprobs('ab cd', NULL, 3))", NULL, NULL},
+    {"score-rows", "SELECT gpt2_load('%1$s/micro')",
+     "SELECT key, n_tokens, logprob FROM gpt2_score_rows('SELECT 1, ''ab'', NULL UNION ALL "
+     "SELECT 2, NULL, NULL UNION ALL SELECT 3, ''ab c'', ''x''', 2)",
+     NULL, NULL},
     {"models", "SELECT gpt2_load('%1$s/micro'), gpt2_load('%1$s/tok', 'tok')",
      "SELECT name, current, n_params FROM gpt2_models; ", NULL, NULL},
     {"use-unload", "SELECT gpt2_load('%1$s/micro'), gpt2_load('%1$s/tok', 'tok')",
