@@ -125,6 +125,20 @@ def test_keys_of_any_type(tmp_path, ckpt, client):
         assert {type(r[0]) for r in got} == {int, float, str, bytes}
 
 
+def test_token_id_prompts(tmp_path, ckpt, client):
+    rows = [(i, json.dumps([5 + i, 7, 11 * i % 50]), None) for i in range(7)] + [(7, None, None)]
+    db = make_db(tmp_path / "i.db", rows)
+    gd.complete(db, "SELECT id, body FROM docs", SAMPLED, table="out", model=ckpt,
+                client=client, partition_rows=3, ids=True)
+    got = table(db, "out")
+    assert got == ref_complete(db, ckpt, SAMPLED, "SELECT id, json(body) FROM docs ORDER BY id")
+    assert got[0][1] == "[5,7,0]" and got[0][3] == 6
+    # without ids=True they are TEXT that looks like ids: refused, as gpt2_complete does
+    with pytest.raises(gd.JobError, match="is token ids without SQLite's JSON subtype"):
+        gd.complete(db, "SELECT id, body FROM docs", SAMPLED, table="out2", model=ckpt,
+                    client=client)
+
+
 def test_resume_after_interrupt(tmp_path, ckpt, client):
     db = make_db(tmp_path / "r.db", text_rows(20))
     seen = []
@@ -237,3 +251,36 @@ def test_command_line(tmp_path, ckpt):
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 1
     assert "table docs exists with columns id, body, ctx" in p.stderr
+
+
+def test_scheduler_and_worker_processes(tmp_path, ckpt):
+    """README's multi-host recipe on one machine: `dask scheduler`, two `dask worker`
+    processes (1 thread each), the command pointed at the scheduler."""
+    db = make_db(tmp_path / "m.db", text_rows(10))
+    env = dict(os.environ, **WORKER_ENV)
+    sched_file = str(tmp_path / "scheduler.json")
+    dask_cmd = [sys.executable, "-m", "dask"]   # the `dask` command, this interpreter
+    procs = [subprocess.Popen(dask_cmd + ["scheduler", "--port", "0", "--no-dashboard",
+                                          "--scheduler-file", sched_file],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        for _ in range(2):
+            procs.append(subprocess.Popen(
+                dask_cmd + ["worker", "--scheduler-file", sched_file, "--nthreads", "1",
+                            "--no-dashboard"],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for ship in ([], ["--ship"]):
+            out = "out_ship" if ship else "out"
+            p = subprocess.run([sys.executable, "-m", "sqlite_gpt2.dask", "complete", db,
+                                "SELECT id, body FROM docs", "--table", out,
+                                "--options", json.dumps(SAMPLED), "--model", ckpt,
+                                "--scheduler-file", sched_file, "--partition-rows", "3",
+                                "--threads", "1"] + ship,
+                               env=env, capture_output=True, text=True, timeout=600)
+            assert p.returncode == 0, p.stderr
+            assert table(db, out) == ref_complete(db, ckpt, SAMPLED)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=60)

@@ -130,7 +130,10 @@ def run_partition(spec, rows=None):
         try:
             conn.executemany(f"INSERT INTO main._gpt2_part VALUES ({', '.join('?' * len(cols))})",
                              rows)
-            inner = f"SELECT {', '.join(cols)} FROM main._gpt2_part ORDER BY rowid"
+            # ids: the prompt (text, context) columns hold token ids; json() gives them the
+            # subtype that a trip through a table loses
+            sel = [c if c == "key" or not spec.get("ids") else f"json({c})" for c in cols]
+            inner = f"SELECT {', '.join(sel)} FROM main._gpt2_part ORDER BY rowid"
             outs = ", ".join(spec["out"])
             t0 = time.perf_counter()
             if spec["kind"] == "complete":
@@ -282,9 +285,9 @@ def _abs_if_local(path):
 
 
 def _run(kind, db, query, *, table, options=None, batch_size=None, model=None,
-         scheduler=None, client=None, workers=None, threads=None,
-         partition_rows=DEFAULT_PARTITION_ROWS, ship=False, extension=None, progress=None,
-         on_partition=None):
+         scheduler=None, scheduler_file=None, client=None, workers=None, threads=None,
+         partition_rows=DEFAULT_PARTITION_ROWS, ship=False, ids=False, extension=None,
+         progress=None, on_partition=None):
     from distributed import as_completed
 
     if not table:
@@ -319,9 +322,9 @@ def _run(kind, db, query, *, table, options=None, batch_size=None, model=None,
             return summary
 
         if client is None:
-            if scheduler:
+            if scheduler or scheduler_file:
                 from distributed import Client
-                client = own_client = Client(scheduler)
+                client = own_client = Client(scheduler, scheduler_file=scheduler_file)
             else:
                 n = workers or os.cpu_count() or 1
                 if threads is None:
@@ -333,7 +336,7 @@ def _run(kind, db, query, *, table, options=None, batch_size=None, model=None,
 
         base = {"kind": kind, "db": db_abs, "query": query, "cols": cols,
                 "out": KINDS[kind][2], "model": model, "extension": extension,
-                "threads": threads, "batch_size": batch_size}
+                "threads": threads, "batch_size": batch_size, "ids": ids}
 
         # One small task first: a wrong model path, extension or option is one error.
         check = dict(base, n=1, lo=None, hi=None, options=json.dumps(opts))
@@ -424,13 +427,17 @@ def complete(db, query, options=None, *, table, **kw):
     gpt2_complete(query ORDER BY key, options). Keys must be non-NULL and unique; rows
     whose key is already in table are skipped. Keyword arguments:
       model           checkpoint directory as the workers see it (default $GPT2_MODEL)
-      scheduler       a Dask scheduler address; client: a distributed.Client; neither: a
-                      local cluster of `workers` processes (default: one per CPU), 1 thread each
+      scheduler       a Dask scheduler address (or scheduler_file: the file that
+                      `dask scheduler --scheduler-file` writes); client: a distributed.Client;
+                      none of them: a local cluster of `workers` processes (default: one per
+                      CPU), 1 thread each
       threads         the extension's threads per task (gpt2_set('threads')); local
                       cluster default: CPUs / workers
       partition_rows  rows per task (default 128)
       ship            send each partition's rows with its task instead of having the worker
                       read them from the database file (no shared storage needed)
+      ids             the prompt column holds token ids (JSON arrays): as json(prompt) in
+                      a single-process query (the JSON subtype does not reach the workers)
       extension       gpt2.so as the workers see it (default $SQLITE_GPT2_EXTENSION or the
                       package's own)
       progress        draw the progress bar on stderr (default: when it is a terminal)
@@ -465,17 +472,21 @@ def main(argv=None):
             p.add_argument("--batch-size", type=int, help="gpt2_score_rows' batch_size")
         p.add_argument("--model", help="checkpoint directory on the workers (default $GPT2_MODEL)")
         p.add_argument("--scheduler", help="Dask scheduler address (default: a local cluster)")
+        p.add_argument("--scheduler-file", help="the file `dask scheduler --scheduler-file` wrote")
         p.add_argument("--workers", type=int, help="local cluster: worker processes (default: CPUs)")
         p.add_argument("--threads", type=int, help="the extension's threads per task")
         p.add_argument("--partition-rows", type=int, default=DEFAULT_PARTITION_ROWS)
         p.add_argument("--ship", action="store_true",
                        help="send rows with the tasks (workers need no access to the database)")
+        p.add_argument("--ids", action="store_true",
+                       help="the prompt (text, context) column holds token ids as JSON arrays")
         p.add_argument("--extension", help=f"gpt2.so on the workers (default ${EXTENSION_ENV} "
                        "or the package's)")
         p.add_argument("--progress", choices=("auto", "always", "never"), default="auto")
     a = ap.parse_args(argv)
-    kw = dict(table=a.table, model=a.model, scheduler=a.scheduler, workers=a.workers,
-              threads=a.threads, partition_rows=a.partition_rows, ship=a.ship,
+    kw = dict(table=a.table, model=a.model, scheduler=a.scheduler,
+              scheduler_file=a.scheduler_file, workers=a.workers,
+              threads=a.threads, partition_rows=a.partition_rows, ship=a.ship, ids=a.ids,
               extension=a.extension,
               progress={"auto": None, "always": True, "never": False}[a.progress])
     try:
