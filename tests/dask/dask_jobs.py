@@ -284,3 +284,23 @@ def test_scheduler_and_worker_processes(tmp_path, ckpt):
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=60)
+
+
+def test_installed_wheel(tmp_path, ckpt):
+    """The command from the wheel installed in a venv (Dask from the system): the workers
+    load the wheel's own gpt2.so, nothing from the source tree."""
+    wheel = os.environ.get("DASK_TEST_WHEEL")
+    if not wheel:
+        pytest.skip("DASK_TEST_WHEEL not set (make test-dask sets it)")
+    venv = str(tmp_path / "venv")
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", venv], check=True)
+    py = os.path.join(venv, "bin", "python")
+    subprocess.run([py, "-m", "pip", "install", "-q", "--no-index", wheel], check=True)
+    db = make_db(tmp_path / "v.db", text_rows(8))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", gd.EXTENSION_ENV)}
+    p = subprocess.run([py, "-m", "sqlite_gpt2.dask", "complete", db, "SELECT id, body FROM docs",
+                        "--table", "out", "--options", json.dumps(SAMPLED), "--model", ckpt,
+                        "--workers", "2", "--partition-rows", "3"],
+                       env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert table(db, "out") == ref_complete(db, ckpt, SAMPLED)
