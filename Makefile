@@ -43,6 +43,8 @@ bench: deps vocab all
 	$(PYTHON) scripts/bench_complete.py
 	$(PYTHON) scripts/bench_score.py
 	$(PYTHON) scripts/bench_scaling.py
+	$(MAKE) -s bench-dask
 
 .PHONY: demo bench
 include mk/package.mk
+include mk/dask.mk
