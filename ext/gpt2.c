@@ -985,8 +985,11 @@ static const struct {
     {"gpt2_generate", -1, SQLITE_SUBTYPE, fn_generate},
 };
 
+/* The two entry points are the only symbols gpt2.so exports (-fvisibility=hidden). */
 #ifdef _WIN32
 __declspec(dllexport)
+#else
+__attribute__((visibility("default")))
 #endif
 int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi) {
   /* sqlite3_api is one global for every connection: connections opened on
@@ -1023,6 +1026,8 @@ int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *p
 /* SQLite first tries sqlite3_extension_init. */
 #ifdef _WIN32
 __declspec(dllexport)
+#else
+__attribute__((visibility("default")))
 #endif
 int sqlite3_extension_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi) {
   return sqlite3_gpt_init(db, pzErrMsg, pApi);
