@@ -11,6 +11,7 @@ import hashlib
 import http.server
 import json
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -38,8 +39,11 @@ class FakeHub:
     (name -> bytes); `listed` overrides what the listing says (name -> (size, sha)),
     `missing` names files that answer 404."""
 
-    def __init__(self, files, listed=None, missing=()):
+    def __init__(self, files, listed=None, missing=(), hold=None):
         self.files, self.listed, self.missing = files, listed or {}, set(missing)
+        # hold: a file whose download sends half of it, sets `holding`, then waits
+        # for `release`
+        self.hold, self.holding, self.release = hold, threading.Event(), threading.Event()
         hub = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -59,6 +63,12 @@ class FakeHub:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if self.path.endswith("/" + str(hub.hold)):
+                    self.wfile.write(body[:len(body) // 2])
+                    self.wfile.flush()
+                    hub.holding.set()
+                    hub.release.wait()
+                    return
                 self.wfile.write(body)
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -78,6 +88,7 @@ class FakeHub:
         return out
 
     def close(self):
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -126,6 +137,31 @@ def test_download_failing_midway_leaves_nothing(tmp_path, ckpt_files, case):
         root.mkdir()
         assert download(root, hub.url).returncode == 1
         assert os.listdir(root) == []
+    finally:
+        hub.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_download_interrupted_leaves_nothing(tmp_path, ckpt_files, sig):
+    """Ctrl-C (SIGINT to the process group) or SIGTERM while model.safetensors is
+    half downloaded: the temporary directory goes, models/ too (it made it)."""
+    hub = FakeHub(ckpt_files, hold="model.safetensors")
+    try:
+        root = tmp_path / "models"
+        env = dict(os.environ, MODELS_DIR=str(root), HF_ENDPOINT=hub.url)
+        p = subprocess.Popen([DOWNLOAD, "gpt2"], env=env, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        assert hub.holding.wait(600)
+        # mid-download: the files so far are in the temporary directory, not in models/gpt2
+        assert [f.name.split(".download.")[0] for f in root.iterdir()] == [".gpt2"]
+        if sig == signal.SIGINT:
+            os.killpg(p.pid, sig)
+        else:
+            p.send_signal(sig)
+            hub.release.set()  # the script runs its trap once curl returns
+        p.communicate()
+        assert p.returncode == 128 + sig, p.returncode
+        assert not root.exists(), list(root.rglob("*"))
     finally:
         hub.close()
 
