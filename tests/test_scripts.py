@@ -145,12 +145,14 @@ def test_download_failing_midway_leaves_nothing(tmp_path, ckpt_files, case):
 def test_download_interrupted_leaves_nothing(tmp_path, ckpt_files, sig):
     """Ctrl-C (SIGINT to the process group) or SIGTERM while model.safetensors is
     half downloaded: the temporary directory goes, models/ too (it made it)."""
-    hub = FakeHub(ckpt_files, hold="model.safetensors")
+    hub, p = FakeHub(ckpt_files, hold="model.safetensors"), None
     try:
         root = tmp_path / "models"
         env = dict(os.environ, MODELS_DIR=str(root), HF_ENDPOINT=hub.url)
+        # SIGINT as in a terminal: not inherited as ignored (a background job's is)
         p = subprocess.Popen([DOWNLOAD, "gpt2"], env=env, stdin=subprocess.DEVNULL,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         assert hub.holding.wait(600)
         # mid-download: the files so far are in the temporary directory, not in models/gpt2
         assert [f.name.split(".download.")[0] for f in root.iterdir()] == [".gpt2"]
@@ -159,11 +161,13 @@ def test_download_interrupted_leaves_nothing(tmp_path, ckpt_files, sig):
         else:
             p.send_signal(sig)
             hub.release.set()  # the script runs its trap once curl returns
-        p.communicate()
+        p.communicate(timeout=600)
         assert p.returncode == 128 + sig, p.returncode
         assert not root.exists(), list(root.rglob("*"))
     finally:
         hub.close()
+        if p and p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
 
 
 def test_download_complete_is_loadable(tmp_path, ckpt_files):
