@@ -8,7 +8,8 @@
 #   make fuzz-replay     only replay the regression inputs (and the seeds) once
 #   make test-sanitize   the whole pytest suite on an ASan+UBSan build, leaks checked (LSan)
 #                        (PYTEST_ARGS="tests/test_hostile.py" to narrow it;
-#                        make test-sanitize-selftest: proves a planted leak is reported)
+#                        make test-sanitize-selftest: proves a planted leak is reported,
+#                        tests/drivers/planted_leak.c)
 #   make test-valgrind   tests/drivers/workload.c under valgrind memcheck: 0 errors, 0 leaks
 #   make test-tsan       8 threads x 1 connection generating at once (tests/drivers/threads.c)
 #                        under ThreadSanitizer; outputs equal to the sequential run
@@ -19,7 +20,11 @@
 #
 # Everything is built under build/ (build/fuzz, build/asan, build/tsan, build/oom,
 # build/valgrind, build/drivers) one object per source, so an edit recompiles one file;
-# build/gpt2.so is never touched. Needs clang 14 with libclang-rt-14-dev (libFuzzer and
+# build/gpt2.so is never touched. Warnings are errors in the drivers and harnesses
+# (DRV_WARN) whatever WERROR says. A gpt2.so that SQLite loads exports only its entry
+# points, as build/gpt2.so does: TSan's is compiled with -fvisibility=hidden; ASan's
+# objects also make the test-only gpt2_internal.so that the ctypes tests call, so its
+# gpt2.so keeps them local with a version script (mk/gpt2.map). Needs clang 14 with libclang-rt-14-dev (libFuzzer and
 # the sanitizer runtimes), llvm (llvm-symbolizer) and valgrind: `hard-deps` installs them
 # as root, like `make deps`.
 
@@ -36,11 +41,14 @@ AMALG        := $(GPT2_CACHE)/sqlite-amalgamation
 HARD_LIBS     = $(LDLIBS) -ldl
 HARD_CPP      = -std=c11 -D_GNU_SOURCE -Iext $(CPPFLAGS)
 EXT_SRCS      = $(wildcard ext/*.c)
-SQL_SRCS      = ext/gpt2.c $(wildcard ext/vtab_*.c)
+# the SQLite-facing files (the rest is a plain C library the fuzz targets link alone)
+SQL_SRCS      = ext/gpt2.c $(wildcard ext/sql_*.c) $(wildcard ext/vtab_*.c)
 CORE_SRCS     = $(filter-out $(SQL_SRCS),$(EXT_SRCS))
 SAN_UB       := -fsanitize=undefined -fno-sanitize-recover=undefined
 DBG          := -g -O1 -fno-omit-frame-pointer
-DRV_WARN     := -Wall -Wextra -Werror  # the drivers and fuzz harnesses, like the extension
+DRV_WARN     := -Wall -Wextra -Werror  # the drivers and fuzz harnesses, always
+# link flags of a gpt2.so whose objects keep default visibility: export the entry points only
+EXPORTS      := -Wl,--version-script=mk/gpt2.map
 
 # ext_objs(DIR, COMPILE): objects DIR/x.o for every ext/x.c, compiled with COMPILE
 # (header dependencies tracked with -MMD). With ASan, kernels.c (AVX-512 intrinsics,
@@ -121,32 +129,55 @@ ASAN_SO_FLAGS := -fPIC -shared -pthread -Wl,-z,nodelete
 
 $(eval $(call ext_objs,$(ASAN_DIR)/obj,$(CLANG) $(DBG) -fsanitize=address $(SAN_UB) $(HARD_CPP) -fPIC -pthread))
 
-$(ASAN_DIR)/tree/build/gpt2.so: $(call objs_in,$(ASAN_DIR)/obj,$(EXT_SRCS))
-	@mkdir -p $(@D)
-	$(CLANG) -fsanitize=address $(SAN_UB) $(ASAN_SO_FLAGS) -o $@ $^ $(HARD_LIBS)
+ASAN_OBJS := $(call objs_in,$(ASAN_DIR)/obj,$(EXT_SRCS))
+# what the suite needs in its tree's build/: the extension, the test-only build with
+# every function visible (ctypes tests), the structs' layouts
+ASAN_TREE := $(addprefix $(ASAN_DIR)/tree/build/,gpt2.so gpt2_internal.so layouts.json)
 
-test-sanitize: hard-deps vocab $(ASAN_DIR)/tree/build/gpt2.so
+$(ASAN_DIR)/tree/build/gpt2.so: $(ASAN_OBJS) mk/gpt2.map
+	@mkdir -p $(@D)
+	$(CLANG) -fsanitize=address $(SAN_UB) $(ASAN_SO_FLAGS) $(EXPORTS) -o $@ $(ASAN_OBJS) $(HARD_LIBS)
+
+$(ASAN_DIR)/tree/build/gpt2_internal.so: $(ASAN_OBJS)
+	@mkdir -p $(@D)
+	$(CLANG) -fsanitize=address $(SAN_UB) $(ASAN_SO_FLAGS) -o $@ $(ASAN_OBJS) $(HARD_LIBS)
+
+$(ASAN_DIR)/tree/build/layouts.json: build/layouts.json
+	@mkdir -p $(@D)
+	cp $< $@
+
+test-sanitize: hard-deps vocab $(ASAN_TREE)
 	CLANG=$(CLANG) tests/drivers/sanitize.sh . $(ASAN_DIR) $(PYTHON) $(PYTEST_ARGS)
 
-# Proof that the setup reports the extension's leaks: a copy of the extension whose
-# gpt2_version() leaks 4242 bytes must make test-sanitize fail, naming them.
-test-sanitize-selftest: hard-deps vocab $(call objs_in,$(ASAN_DIR)/obj,$(EXT_SRCS))
-	rm -rf $(ASAN_DIR)/selftest && mkdir -p $(ASAN_DIR)/selftest/tree/build $(ASAN_DIR)/selftest/ext
-	sed 's|^\(  sqlite3_result_text(ctx, GPT2_VERSION, -1, SQLITE_STATIC);\)|\1 { static void *volatile planted; planted = malloc(4242); planted = 0; }|' \
-	  ext/gpt2.c >$(ASAN_DIR)/selftest/ext/gpt2.c
-	grep -q 'malloc(4242)' $(ASAN_DIR)/selftest/ext/gpt2.c
-	$(CLANG) $(DBG) -fsanitize=address $(SAN_UB) $(HARD_CPP) -fPIC -pthread \
-	  -c $(ASAN_DIR)/selftest/ext/gpt2.c -o $(ASAN_DIR)/selftest/gpt2.o
-	$(CLANG) -fsanitize=address $(SAN_UB) $(ASAN_SO_FLAGS) -o $(ASAN_DIR)/selftest/tree/build/gpt2.so \
-	  $(ASAN_DIR)/selftest/gpt2.o $(filter-out %/gpt2.o,$(call objs_in,$(ASAN_DIR)/obj,$(EXT_SRCS))) $(HARD_LIBS)
-	@if CLANG=$(CLANG) tests/drivers/sanitize.sh . $(ASAN_DIR)/selftest $(PYTHON) \
-	     -k test_registered_functions tests/test_sql.py >$(ASAN_DIR)/selftest/out.txt 2>&1; then \
-	  cat $(ASAN_DIR)/selftest/out.txt; echo "selftest FAILED: the planted leak was not reported"; exit 1; \
-	elif grep -q 'LEAK of the extension' $(ASAN_DIR)/selftest/out.txt && \
-	     grep -q '4242 byte' $(ASAN_DIR)/selftest/out.txt; then \
-	  grep -A3 'LEAK of the extension' $(ASAN_DIR)/selftest/out.txt | head -5; \
+# Proof that the setup reports the extension's leaks: the same extension plus
+# tests/drivers/planted_leak.c, which wraps Jansson's json_loadb (-Wl,--wrap) and leaks
+# 4242 bytes on its first call; a test that loads a model through SQL must then make
+# test-sanitize fail, naming them.
+SELFTEST := $(ASAN_DIR)/selftest
+SELFTEST_TEST := tests/test_sql.py::test_load_summary_and_info
+
+$(SELFTEST)/planted_leak.o: tests/drivers/planted_leak.c | hard-deps
+	@mkdir -p $(@D)
+	$(CLANG) $(DBG) -fsanitize=address $(SAN_UB) $(HARD_CPP) $(DRV_WARN) -fPIC -c $< -o $@
+
+$(SELFTEST)/tree/build/gpt2.so: $(ASAN_OBJS) $(SELFTEST)/planted_leak.o mk/gpt2.map
+	@mkdir -p $(@D)
+	$(CLANG) -fsanitize=address $(SAN_UB) $(ASAN_SO_FLAGS) $(EXPORTS) -Wl,--wrap=json_loadb \
+	  -o $@ $(ASAN_OBJS) $(SELFTEST)/planted_leak.o $(HARD_LIBS)
+
+$(SELFTEST)/tree/build/%: $(ASAN_DIR)/tree/build/%
+	@mkdir -p $(@D)
+	cp $< $@
+
+test-sanitize-selftest: hard-deps vocab $(addprefix $(SELFTEST)/tree/build/,gpt2.so gpt2_internal.so layouts.json)
+	@if CLANG=$(CLANG) tests/drivers/sanitize.sh . $(SELFTEST) $(PYTHON) \
+	     $(SELFTEST_TEST) >$(SELFTEST)/out.txt 2>&1; then \
+	  cat $(SELFTEST)/out.txt; echo "selftest FAILED: the planted leak was not reported"; exit 1; \
+	elif grep -q 'LEAK of the extension' $(SELFTEST)/out.txt && \
+	     grep -q '4242 byte' $(SELFTEST)/out.txt && grep -q '1 passed' $(SELFTEST)/out.txt; then \
+	  grep -A3 'LEAK of the extension' $(SELFTEST)/out.txt | head -5; \
 	  echo "selftest ok: the planted leak was reported"; \
-	else cat $(ASAN_DIR)/selftest/out.txt; echo "selftest FAILED for another reason"; exit 1; fi
+	else cat $(SELFTEST)/out.txt; echo "selftest FAILED for another reason"; exit 1; fi
 
 .PHONY: test-sanitize test-sanitize-selftest
 
@@ -185,7 +216,7 @@ test-valgrind: hard-deps vocab all $(VG_DIR)/workload $(DRV_MODELS)/.stamp
 # ThreadSanitizer: tests/drivers/threads.c, 8 threads each with its own connection
 
 TSAN_DIR := build/tsan
-$(eval $(call ext_objs,$(TSAN_DIR)/obj,$(CLANG) $(DBG) -fsanitize=thread $(HARD_CPP) -fPIC -pthread))
+$(eval $(call ext_objs,$(TSAN_DIR)/obj,$(CLANG) $(DBG) -fsanitize=thread $(HARD_CPP) -fPIC -pthread -fvisibility=hidden))
 $(eval $(call sqlite_obj,$(TSAN_DIR)/sqlite3.o,$(CLANG) $(DBG) -fsanitize=thread))
 
 $(TSAN_DIR)/gpt2.so: $(call objs_in,$(TSAN_DIR)/obj,$(EXT_SRCS))

@@ -33,6 +33,8 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SO = os.path.join(ROOT, "build", "gpt2.so")
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+import clayout  # noqa: E402  (build/gpt2_internal.so and the C structs, for Engine)
 BENCH = os.path.join(ROOT, "build", "bench")
 PROMPT = [464, 3290, 318, 257, 922, 286, 262, 1110]  # 8 tokens
 
@@ -230,15 +232,12 @@ def helper():
     return h
 
 
-class LoadOptions(ctypes.Structure):
-    _fields_ = [("weights", ctypes.c_char_p)]
-
-
 class Engine:
-    """build/gpt2.so through its C API (ctypes); weights: f32, f16, bf16, q8."""
+    """The extension's C API (ctypes, build/gpt2_internal.so); weights: f32, f16, bf16, q8."""
 
     def __init__(self, d, V, weights="f32"):
-        L = ctypes.CDLL(SO)
+        L = clayout.internal_lib()
+        LoadOptions = clayout.struct("Gpt2LoadOptions", [("weights", ctypes.c_char_p)])
         P, I, VP = ctypes.POINTER, ctypes.c_int, ctypes.c_void_p
         L.model_load_opts.argtypes = [ctypes.c_char_p, P(LoadOptions), P(VP), ctypes.c_char_p,
                                       ctypes.c_size_t]

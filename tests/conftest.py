@@ -1,8 +1,11 @@
 """Shared pytest fixtures: the built extension, connections that load it,
-the real GPT-2 vocabulary, and generated checkpoints.
+the real GPT-2 vocabulary, and generated checkpoints; for the tests that call
+internal C functions, the test-only build and the C structs' ctypes views
+(tests/clayout.py).
 
 Run with Debian's /usr/bin/python3 (its sqlite3 module can load extensions).
 """
+import ctypes
 import os
 import sqlite3
 import subprocess
@@ -13,6 +16,32 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SO = os.path.join(ROOT, "build", "gpt2.so")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from clayout import INTERNAL_SO, internal_lib, struct  # noqa: E402
+
+_c = ctypes
+# Python name: (C struct, the fields tests touch with their ctypes types); built on
+# first import (`from conftest import KMat`) from build/layouts.json.
+STRUCTS = {
+    "KMat": ("KMat", [("K", _c.c_int), ("N", _c.c_int), ("np", _c.c_int), ("type", _c.c_int),
+                      ("w", _c.c_void_p), ("scale", _c.c_void_p)]),
+    "Seq": ("Gpt2Seq", [("n_pos", _c.c_int), ("cap", _c.c_int),
+                        ("k", _c.c_void_p), ("v", _c.c_void_p)]),
+    "LoadOptions": ("Gpt2LoadOptions", [("weights", _c.c_char_p)]),
+    "SampleParams": ("Gpt2SampleParams", [("temperature", _c.c_double), ("top_k", _c.c_int),
+                                          ("top_p", _c.c_double)]),
+    "Rng": ("Gpt2Rng", [("s", _c.c_uint64 * 4)]),
+    "Sampler": ("Gpt2Sampler", [("key", _c.c_void_p), ("tmp", _c.c_void_p), ("w", _c.c_void_p),
+                                ("cap", _c.c_int)]),
+    "StFile": ("StFile", [("label", _c.c_char_p), ("fd", _c.c_int)]),
+}
+
+
+def __getattr__(name):
+    if name in STRUCTS:
+        cls = globals()[name] = struct(*STRUCTS[name])
+        return cls
+    raise AttributeError(name)
 
 
 def connect(path=":memory:"):

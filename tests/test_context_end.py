@@ -125,8 +125,8 @@ def test_gen_positions_and_seq_bytes(model):
     """The KV positions a generation may fill, and their bytes (the SQL
     layer's kv_memory_limit checks use both)."""
     import ctypes
-    from conftest import SO
-    lib = ctypes.CDLL(SO)
+    from clayout import internal_lib
+    lib = internal_lib()  # the test build: build/gpt2.so exports only its entry points
     VP, I = ctypes.c_void_p, ctypes.c_int
     lib.model_load.argtypes = [ctypes.c_char_p, ctypes.POINTER(VP), ctypes.c_char_p,
                                ctypes.c_size_t]

@@ -1,7 +1,7 @@
 """The numeric kernels (ext/kernels.c) and the exactness contract of the
 forward pass (ext/transformer.h, "EXACTNESS CONTRACT").
 
-Kernels are called through ctypes on build/gpt2.so, on every CPU path this
+Kernels are called through ctypes on build/gpt2_internal.so, on every CPU path this
 machine has (portable, avx2, avx512), with 1 and 2 threads:
   - against a float64 numpy reference, within an error bound derived from
     the float32 chain: |err| <= K * 2^-23 * (|x|·|W| + |b|)  (plus the GELU /
@@ -31,7 +31,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import SO, connect
+from conftest import KMat, LoadOptions, Seq, connect, internal_lib
 from make_checkpoint import write_checkpoint
 import reference
 
@@ -42,23 +42,9 @@ KQB = 64
 F32P = ctypes.POINTER(ctypes.c_float)
 
 
-class KMat(ctypes.Structure):
-    _fields_ = [("K", ctypes.c_int), ("N", ctypes.c_int), ("np", ctypes.c_int),
-                ("type", ctypes.c_int), ("w", ctypes.c_void_p), ("scale", ctypes.c_void_p)]
-
-
-class Seq(ctypes.Structure):
-    _fields_ = [("n_pos", ctypes.c_int), ("cap", ctypes.c_int),
-                ("k", ctypes.c_void_p), ("v", ctypes.c_void_p)]
-
-
-class LoadOptions(ctypes.Structure):
-    _fields_ = [("weights", ctypes.c_char_p)]
-
-
 @pytest.fixture(scope="module")
 def lib():
-    L = ctypes.CDLL(SO)
+    L = internal_lib()
     P, I, VP, SZ = ctypes.POINTER, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t
     L.kpath_available.argtypes = [I]
     L.kmat_bytes.argtypes = [I, I, I]

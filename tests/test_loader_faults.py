@@ -27,7 +27,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import SO, connect
+from conftest import StFile, connect, internal_lib
 from make_checkpoint import tiny_vocab, write_checkpoint, write_vocab
 
 MICRO = dict(n_layer=1, n_head=2, n_embd=8, n_positions=16)
@@ -96,17 +96,17 @@ def write(path, data):
 
 
 class StApi:
-    """st_open / st_close of build/gpt2.so (the numeric core has no SQLite types)."""
+    """st_open / st_close of build/gpt2_internal.so (the numeric core has no SQLite types)."""
 
     def __init__(self):
-        lib = ctypes.CDLL(SO)
+        lib = internal_lib()
         self.open = lib.st_open
-        self.open.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_char_p,
-                              ctypes.c_size_t]
+        self.open.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(StFile),
+                              ctypes.c_char_p, ctypes.c_size_t]
         self.open.restype = ctypes.c_int
         self.close = lib.st_close
-        self.close.argtypes = [ctypes.c_void_p]
-        self.file = ctypes.create_string_buffer(512)  # StFile is far smaller
+        self.close.argtypes = [ctypes.POINTER(StFile)]
+        self.file = StFile()
         self.err = ctypes.create_string_buffer(512)
 
     def check(self, path):

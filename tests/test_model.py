@@ -4,7 +4,7 @@ float64 numpy reference (tests/reference.py), the KV cache across calls and
 sequences, and the sampler against a Python transcription of its definition.
 
 Most checks go through SQL (gpt2_load / gpt2_logits / gpt2_stream); the
-cache and sampler checks call the C functions of build/gpt2.so with ctypes,
+cache and sampler checks call the C functions of build/gpt2_internal.so with ctypes,
 as the numeric core has no SQLite types.
 
 Tolerances: logits agree with the reference within 1e-4 absolute for every
@@ -23,7 +23,7 @@ import struct
 import numpy as np
 import pytest
 
-from conftest import SO, connect, one
+from conftest import Rng, Sampler, SampleParams, Seq, connect, internal_lib, one
 from make_checkpoint import DELETE, write_checkpoint
 import reference
 
@@ -387,28 +387,9 @@ def test_unknown_dtype_on_skipped_buffer_is_accepted(ckpts):
 # the C API: KV cache across calls and sequences (ctypes)
 
 
-class Seq(ctypes.Structure):
-    _fields_ = [("n_pos", ctypes.c_int), ("cap", ctypes.c_int),
-                ("k", ctypes.c_void_p), ("v", ctypes.c_void_p)]
-
-
-class SampleParams(ctypes.Structure):
-    _fields_ = [("temperature", ctypes.c_double), ("top_k", ctypes.c_int),
-                ("top_p", ctypes.c_double)]
-
-
-class Rng(ctypes.Structure):
-    _fields_ = [("s", ctypes.c_uint64 * 4)]
-
-
-class Sampler(ctypes.Structure):
-    _fields_ = [("key", ctypes.c_void_p), ("tmp", ctypes.c_void_p), ("w", ctypes.c_void_p),
-                ("cap", ctypes.c_int)]
-
-
 @pytest.fixture(scope="module")
 def lib():
-    L = ctypes.CDLL(SO)
+    L = internal_lib()
     P, I, VP = ctypes.POINTER, ctypes.c_int, ctypes.c_void_p
     L.model_load.argtypes = [ctypes.c_char_p, P(VP), ctypes.c_char_p, ctypes.c_size_t]
     L.model_release.argtypes = [VP]

@@ -10,7 +10,7 @@
 # build/gpt2.so is left alone.
 #
 # /usr/bin/python3 is not instrumented: the ASan runtime (which carries UBSan's too)
-# is preloaded. Tools the tests run that never load the extension (cc, node, npm) run
+# is preloaded. Tools the tests run that never load the extension (cc, node, npm, curl) run
 # without it, through wrappers in SANDIR/bin. Reports go to SANDIR/logs;
 # tests/drivers/san_report.py then fails on any sanitizer error and on any leak with
 # an extension frame (Python's own leaks at exit are ignored). tests/drivers/san_plugin.py
@@ -28,7 +28,7 @@ for e in "$root"/* ; do
   [ "$name" = build ] && continue
   ln -sfn "$e" "$san/tree/$name"
 done
-for tool in cc gcc clang node npm; do
+for tool in cc gcc clang node npm curl; do
   real=$(command -v "$tool" || true)
   [ -n "$real" ] || continue
   printf '#!/bin/sh\nunset LD_PRELOAD\nexec %s "$@"\n' "$real" >"$san/bin/$tool"
