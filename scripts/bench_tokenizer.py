@@ -117,7 +117,7 @@ def main():
     print("  js-tiktoken 1.0.21 (node):   %7.2f MB/s  %d tokens"
           % (js["bytes"] / js["seconds"] / 1e6, js["tokens"]))
     if js["tokens"] != ntok:
-        print("  note: token counts differ (white-space engines differ, docs/formats.md, "Tokenizer")")
+        print('  note: token counts differ (white-space engines differ, docs/formats.md, "Tokenizer")')
 
 
 if __name__ == "__main__":
