@@ -469,7 +469,7 @@ def main():
     # the memory figures are the largest seen
     load_s, load_hwm, load_rss = float("inf"), 0.0, 0.0
     for _ in range(3):
-        r = subprocess.run([sys.executable, "-c", LOAD_RSS, SO, d], capture_output=True,
+        r = subprocess.run([sys.executable, "-c", LOAD_RSS, clayout.INTERNAL_SO, d], capture_output=True,
                            text=True, check=True)
         t_, hwm_, rss_ = (float(x) for x in r.stdout.split())
         load_s, load_hwm, load_rss = min(load_s, t_), max(load_hwm, hwm_), max(load_rss, rss_)
