@@ -531,7 +531,10 @@ def main():
         ("ours: decode F32, greedy, 1 thread", f"{dec[1]:.1f} tok/s ({dec[1] / roof:.0%} of roofline)"),
         ("ours: decode F32, greedy, 2 threads", f"{dec[2]:.1f} tok/s ({dec[2] / roof:.0%} of roofline)"),
     ]
-    if tor:
+    if tor and not any(tor.values()):
+        rows.append(("PyTorch decode, KV cache", "not measured: no torch module "
+                     "(apt-get install python3-torch)"))
+    elif tor:
         tb = max(v for v in tor.values() if v)
         rows.append(("PyTorch decode, KV cache (1 / 2 threads)",
                      f"{tor[1]:.1f} / {tor[2]:.1f} tok/s; ours/best = {dec[best_t] / tb:.2f}x"))
