@@ -295,6 +295,14 @@ int sql_best_index(sqlite3_vtab *tab, sqlite3_index_info *info, int first, int n
   return SQLITE_OK;
 }
 
+int sql_cursor_open(size_t size, sqlite3_vtab_cursor **out) {
+  sqlite3_vtab_cursor *c = sqlite3_malloc64(size);
+  if (!c) return SQLITE_NOMEM;
+  memset(c, 0, size);
+  *out = c;
+  return SQLITE_OK;
+}
+
 void sql_args_unpack(int idxNum, int argc, sqlite3_value **argv, int n_args,
                      sqlite3_value **args) {
   for (int k = 0, j = 0; k < n_args; k++)

@@ -113,6 +113,10 @@ void sql_result_json(sqlite3_context *ctx, json_t *j);
 int sql_best_index(sqlite3_vtab *tab, sqlite3_index_info *info, int first, int n_args,
                    const char *required_msg);
 
+/* xOpen: a zeroed cursor of size bytes (a struct starting with its
+** sqlite3_vtab_cursor). */
+int sql_cursor_open(size_t size, sqlite3_vtab_cursor **out);
+
 /* Spread xFilter's argv into args[n_args] (NULL where not given). */
 void sql_args_unpack(int idxNum, int argc, sqlite3_value **argv, int n_args,
                      sqlite3_value **args);

@@ -377,3 +377,26 @@ void conn_gen_finish(Gpt2Conn *c, Gpt2Gen *g) {
   if (g->m && g->seq && conn_prefix(c)) gen_save_prefix(g, &c->prefix, 1);
   gen_free(g);
 }
+
+/* ------------------------------------------------------------------------
+** Tables
+*/
+
+int conn_table_connect(sqlite3 *db, Gpt2Conn *c, const char *schema, int innocuous,
+                       sqlite3_vtab **out) {
+  int rc = sqlite3_declare_vtab(db, schema);
+  if (rc != SQLITE_OK) return rc;
+  Gpt2Table *t = sqlite3_malloc(sizeof *t);
+  if (!t) return SQLITE_NOMEM;
+  memset(t, 0, sizeof *t);
+  t->db = db;
+  t->conn = c;
+  if (innocuous) sqlite3_vtab_config(db, SQLITE_VTAB_INNOCUOUS);
+  *out = &t->base;
+  return SQLITE_OK;
+}
+
+int conn_table_disconnect(sqlite3_vtab *t) {
+  sqlite3_free(t);
+  return SQLITE_OK;
+}

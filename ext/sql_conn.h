@@ -104,6 +104,22 @@ Gpt2Prefix *conn_prefix(Gpt2Conn *c);
 int conn_check_kv(const Gpt2Conn *c, const Gpt2Model *m, const char *fname, int n_seqs,
                   int64_t positions, const char *knobs, char *err, size_t errlen);
 
+/* ---- tables ---- */
+
+/* What every table of the extension keeps (vtab_*.c): the database
+** connection (for its query and interrupts) and the connection state. */
+typedef struct Gpt2Table {
+  sqlite3_vtab base; /* must be first */
+  sqlite3 *db;
+  Gpt2Conn *conn;
+} Gpt2Table;
+
+/* xConnect of a table whose pAux is c: declare schema and make the
+** Gpt2Table; innocuous: usable from views and triggers (SQLITE_VTAB_INNOCUOUS). */
+int conn_table_connect(sqlite3 *db, Gpt2Conn *c, const char *schema, int innocuous,
+                       sqlite3_vtab **out);
+int conn_table_disconnect(sqlite3_vtab *t);
+
 /* Start generating from ids on the connection's scratch and prefix cache,
 ** after checking kv_memory_limit; sqlite3_interrupt on db stops it. Errors
 ** are worded for fname. Pair with conn_gen_finish, also after a failure. */

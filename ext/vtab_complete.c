@@ -56,12 +56,6 @@ enum {
   N_ARGS = COL_BATCH_SIZE - COL_QUERY + 1
 };
 
-typedef struct CompleteVtab {
-  sqlite3_vtab base; /* must be first */
-  sqlite3 *db;       /* runs the query */
-  Gpt2Conn *conn;    /* models, counters, settings */
-} CompleteVtab;
-
 /* A query row: live in a slot while generating, then queued as a result. */
 typedef struct Job {
   int kv_need;           /* positions this job may fill (gen_positions) */
@@ -99,33 +93,17 @@ static int completeConnect(sqlite3 *db, void *pAux, int argc, const char *const 
   (void)argc;
   (void)argv;
   (void)pzErr;
-  int rc = sqlite3_declare_vtab(db,
-                                "CREATE TABLE x(key, prompt, completion TEXT, n_tokens INTEGER, "
-                                "finish_reason TEXT, "
-                                "query HIDDEN, max_tokens HIDDEN, temperature HIDDEN, "
-                                "top_k HIDDEN, top_p HIDDEN, seed HIDDEN, batch_size HIDDEN)");
-  if (rc != SQLITE_OK) return rc;
-  CompleteVtab *v = sqlite3_malloc(sizeof *v);
-  if (!v) return SQLITE_NOMEM;
-  memset(v, 0, sizeof *v);
-  v->db = db;
-  v->conn = pAux;
-  *ppVtab = &v->base;
-  return SQLITE_OK;
-}
-
-static int completeDisconnect(sqlite3_vtab *pVtab) {
-  sqlite3_free(pVtab);
-  return SQLITE_OK;
+  return conn_table_connect(db, pAux,
+                            "CREATE TABLE x(key, prompt, completion TEXT, n_tokens INTEGER, "
+                            "finish_reason TEXT, "
+                            "query HIDDEN, max_tokens HIDDEN, temperature HIDDEN, "
+                            "top_k HIDDEN, top_p HIDDEN, seed HIDDEN, batch_size HIDDEN)",
+                            0, ppVtab);
 }
 
 static int completeOpen(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCur) {
   (void)pVtab;
-  CompleteCursor *c = sqlite3_malloc(sizeof *c);
-  if (!c) return SQLITE_NOMEM;
-  memset(c, 0, sizeof *c);
-  *ppCur = &c->base;
-  return SQLITE_OK;
+  return sql_cursor_open(sizeof(CompleteCursor), ppCur);
 }
 
 static void jobFree(Job *j) {
@@ -235,7 +213,7 @@ static int check_kv(CompleteCursor *c, Gpt2Conn *conn, int more, char *err, size
 /* Read query rows into free slots, preparing their generation (the prompts
 ** are fed by the next batched step). */
 static int fill(CompleteCursor *c, char *err, size_t errlen) {
-  CompleteVtab *vt = (CompleteVtab *)c->base.pVtab;
+  Gpt2Table *vt = (Gpt2Table *)c->base.pVtab;
   Gpt2Conn *conn = vt->conn;
   int reuse = (int)conn_settings(conn)->prefix_reuse;
   for (int s = 0; s < c->batch && c->stmt; s++) {
@@ -409,7 +387,7 @@ static int completeFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxS
                           sqlite3_value **argv) {
   (void)idxStr;
   CompleteCursor *c = (CompleteCursor *)cur;
-  CompleteVtab *vt = (CompleteVtab *)cur->pVtab;
+  Gpt2Table *vt = (Gpt2Table *)cur->pVtab;
   Gpt2Conn *conn = vt->conn;
   char err[GPT2_ERRLEN];
   cursorReset(c);
@@ -455,7 +433,7 @@ static int completeBestIndex(sqlite3_vtab *tab, sqlite3_index_info *info) {
 static sqlite3_module completeModule = {
     .xConnect = completeConnect,
     .xBestIndex = completeBestIndex,
-    .xDisconnect = completeDisconnect,
+    .xDisconnect = conn_table_disconnect,
     .xOpen = completeOpen,
     .xClose = completeClose,
     .xFilter = completeFilter,

@@ -43,12 +43,6 @@ enum {
 
 #define FNAME "gpt2_token_logprobs"
 
-typedef struct LpVtab {
-  sqlite3_vtab base; /* must be first */
-  sqlite3 *db;
-  Gpt2Conn *conn;
-} LpVtab;
-
 typedef struct LpCursor {
   sqlite3_vtab_cursor base; /* must be first */
   const Gpt2Model *m;       /* retained: user SQL between rows may unload it */
@@ -68,33 +62,16 @@ static int lpConnect(sqlite3 *db, void *pAux, int argc, const char *const *argv,
   (void)argc;
   (void)argv;
   (void)pzErr;
-  int rc = sqlite3_declare_vtab(db,
-                                "CREATE TABLE x(i INTEGER, token_id INTEGER, token TEXT, "
-                                "logprob REAL, rank INTEGER, top TEXT, text HIDDEN, "
-                                "context HIDDEN, top_n HIDDEN)");
-  if (rc != SQLITE_OK) return rc;
-  LpVtab *v = sqlite3_malloc(sizeof *v);
-  if (!v) return SQLITE_NOMEM;
-  memset(v, 0, sizeof *v);
-  v->db = db;
-  v->conn = pAux;
-  sqlite3_vtab_config(db, SQLITE_VTAB_INNOCUOUS);
-  *ppVtab = &v->base;
-  return SQLITE_OK;
-}
-
-static int lpDisconnect(sqlite3_vtab *pVtab) {
-  sqlite3_free(pVtab);
-  return SQLITE_OK;
+  return conn_table_connect(db, pAux,
+                            "CREATE TABLE x(i INTEGER, token_id INTEGER, token TEXT, "
+                            "logprob REAL, rank INTEGER, top TEXT, text HIDDEN, "
+                            "context HIDDEN, top_n HIDDEN)",
+                            1, ppVtab);
 }
 
 static int lpOpen(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCur) {
   (void)pVtab;
-  LpCursor *c = sqlite3_malloc(sizeof *c);
-  if (!c) return SQLITE_NOMEM;
-  memset(c, 0, sizeof *c);
-  *ppCur = &c->base;
-  return SQLITE_OK;
+  return sql_cursor_open(sizeof(LpCursor), ppCur);
 }
 
 static void cursorReset(LpCursor *c) {
@@ -202,7 +179,7 @@ static int lpFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, in
                     sqlite3_value **argv) {
   (void)idxStr;
   LpCursor *c = (LpCursor *)cur;
-  LpVtab *vt = (LpVtab *)cur->pVtab;
+  Gpt2Table *vt = (Gpt2Table *)cur->pVtab;
   Gpt2Conn *conn = vt->conn;
   char err[GPT2_ERRLEN], msg[GPT2_ERRLEN];
   cursorReset(c);
@@ -252,7 +229,7 @@ static int lpBestIndex(sqlite3_vtab *tab, sqlite3_index_info *info) {
 static sqlite3_module lpModule = {
     .xConnect = lpConnect,
     .xBestIndex = lpBestIndex,
-    .xDisconnect = lpDisconnect,
+    .xDisconnect = conn_table_disconnect,
     .xOpen = lpOpen,
     .xClose = lpClose,
     .xFilter = lpFilter,

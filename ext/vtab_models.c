@@ -12,6 +12,7 @@
 ** Tokenizer-only entries have NULL model columns. Rows follow load order.
 */
 #include "registry.h"
+#include "sql_args.h"
 #include "sql_conn.h"
 #include "sql_register.h"
 
@@ -21,11 +22,6 @@ SQLITE_EXTENSION_INIT3
 
 enum { COL_NAME, COL_PATH, COL_CURRENT, COL_N_LAYER, COL_N_EMBD, COL_N_PARAMS, COL_DTYPE,
        COL_BYTES, COL_WEIGHTS, COL_USERS };
-
-typedef struct ModelsVtab {
-  sqlite3_vtab base; /* must be first */
-  Gpt2Conn *conn;    /* whose models to list */
-} ModelsVtab;
 
 typedef struct ModelsCursor {
   sqlite3_vtab_cursor base; /* must be first */
@@ -37,32 +33,16 @@ static int modelsConnect(sqlite3 *db, void *pAux, int argc, const char *const *a
   (void)argc;
   (void)argv;
   (void)pzErr;
-  int rc = sqlite3_declare_vtab(db,
-                                "CREATE TABLE x(name TEXT, path TEXT, current INTEGER, "
-                                "n_layer INTEGER, n_embd INTEGER, n_params INTEGER, "
-                                "dtype TEXT, bytes INTEGER, weights TEXT, users INTEGER)");
-  if (rc != SQLITE_OK) return rc;
-  ModelsVtab *v = sqlite3_malloc(sizeof *v);
-  if (!v) return SQLITE_NOMEM;
-  memset(v, 0, sizeof *v);
-  v->conn = pAux;
-  sqlite3_vtab_config(db, SQLITE_VTAB_INNOCUOUS);
-  *ppVtab = &v->base;
-  return SQLITE_OK;
-}
-
-static int modelsDisconnect(sqlite3_vtab *pVtab) {
-  sqlite3_free(pVtab);
-  return SQLITE_OK;
+  return conn_table_connect(db, pAux,
+                            "CREATE TABLE x(name TEXT, path TEXT, current INTEGER, "
+                            "n_layer INTEGER, n_embd INTEGER, n_params INTEGER, "
+                            "dtype TEXT, bytes INTEGER, weights TEXT, users INTEGER)",
+                            1, ppVtab);
 }
 
 static int modelsOpen(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCur) {
   (void)pVtab;
-  ModelsCursor *c = sqlite3_malloc(sizeof *c);
-  if (!c) return SQLITE_NOMEM;
-  memset(c, 0, sizeof *c);
-  *ppCur = &c->base;
-  return SQLITE_OK;
+  return sql_cursor_open(sizeof(ModelsCursor), ppCur);
 }
 
 static int modelsClose(sqlite3_vtab_cursor *cur) {
@@ -86,12 +66,12 @@ static int modelsNext(sqlite3_vtab_cursor *cur) {
 }
 
 static int modelsEof(sqlite3_vtab_cursor *cur) {
-  const Gpt2Conn *conn = ((ModelsVtab *)cur->pVtab)->conn;
+  const Gpt2Conn *conn = ((Gpt2Table *)cur->pVtab)->conn;
   return ((ModelsCursor *)cur)->i >= conn_n_entries(conn);
 }
 
 static int modelsColumn(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col) {
-  const Gpt2Conn *conn = ((ModelsVtab *)cur->pVtab)->conn;
+  const Gpt2Conn *conn = ((Gpt2Table *)cur->pVtab)->conn;
   int i = ((ModelsCursor *)cur)->i;
   const Gpt2Entry *e = conn_entry(conn, i);
   if (!e) return SQLITE_OK;
@@ -127,7 +107,7 @@ static int modelsBestIndex(sqlite3_vtab *tab, sqlite3_index_info *info) {
 static sqlite3_module modelsModule = {
     .xConnect = modelsConnect,
     .xBestIndex = modelsBestIndex,
-    .xDisconnect = modelsDisconnect,
+    .xDisconnect = conn_table_disconnect,
     .xOpen = modelsOpen,
     .xClose = modelsClose,
     .xFilter = modelsFilter,

@@ -44,12 +44,6 @@ enum {
 #define DEFAULT_BATCH 64
 #define MAX_BATCH 4096
 
-typedef struct ScoreVtab {
-  sqlite3_vtab base; /* must be first */
-  sqlite3 *db;       /* runs the query */
-  Gpt2Conn *conn;
-} ScoreVtab;
-
 /* A query row of the current batch. */
 typedef struct Row {
   sqlite3_value *key;
@@ -78,31 +72,15 @@ static int scoreConnect(sqlite3 *db, void *pAux, int argc, const char *const *ar
   (void)argc;
   (void)argv;
   (void)pzErr;
-  int rc = sqlite3_declare_vtab(db,
-                                "CREATE TABLE x(key, n_tokens INTEGER, logprob REAL, "
-                                "perplexity REAL, query HIDDEN, batch_size HIDDEN)");
-  if (rc != SQLITE_OK) return rc;
-  ScoreVtab *v = sqlite3_malloc(sizeof *v);
-  if (!v) return SQLITE_NOMEM;
-  memset(v, 0, sizeof *v);
-  v->db = db;
-  v->conn = pAux;
-  *ppVtab = &v->base;
-  return SQLITE_OK;
-}
-
-static int scoreDisconnect(sqlite3_vtab *pVtab) {
-  sqlite3_free(pVtab);
-  return SQLITE_OK;
+  return conn_table_connect(db, pAux,
+                            "CREATE TABLE x(key, n_tokens INTEGER, logprob REAL, "
+                            "perplexity REAL, query HIDDEN, batch_size HIDDEN)",
+                            0, ppVtab);
 }
 
 static int scoreOpen(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCur) {
   (void)pVtab;
-  ScoreCursor *c = sqlite3_malloc(sizeof *c);
-  if (!c) return SQLITE_NOMEM;
-  memset(c, 0, sizeof *c);
-  *ppCur = &c->base;
-  return SQLITE_OK;
+  return sql_cursor_open(sizeof(ScoreCursor), ppCur);
 }
 
 static void rowsClear(ScoreCursor *c) {
@@ -139,7 +117,7 @@ static int scoreClose(sqlite3_vtab_cursor *cur) {
 
 /* Read the next batch of query rows and score it. */
 static int next_batch(ScoreCursor *c, char *err, size_t errlen) {
-  ScoreVtab *vt = (ScoreVtab *)c->base.pVtab;
+  Gpt2Table *vt = (Gpt2Table *)c->base.pVtab;
   Gpt2Conn *conn = vt->conn;
   rowsClear(c);
   int64_t kv = 0, win = 0; /* positions of all the batch's rows; its longest window */
@@ -258,7 +236,7 @@ static int scoreFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
                        sqlite3_value **argv) {
   (void)idxStr;
   ScoreCursor *c = (ScoreCursor *)cur;
-  ScoreVtab *vt = (ScoreVtab *)cur->pVtab;
+  Gpt2Table *vt = (Gpt2Table *)cur->pVtab;
   char err[GPT2_ERRLEN];
   cursorReset(c);
   sqlite3_value *args[N_ARGS];
@@ -307,7 +285,7 @@ static int scoreBestIndex(sqlite3_vtab *tab, sqlite3_index_info *info) {
 static sqlite3_module scoreModule = {
     .xConnect = scoreConnect,
     .xBestIndex = scoreBestIndex,
-    .xDisconnect = scoreDisconnect,
+    .xDisconnect = conn_table_disconnect,
     .xOpen = scoreOpen,
     .xClose = scoreClose,
     .xFilter = scoreFilter,

@@ -46,12 +46,6 @@ enum {
   N_ARGS = COL_SEED - COL_PROMPT + 1
 };
 
-typedef struct StreamVtab {
-  sqlite3_vtab base; /* must be first */
-  sqlite3 *db;       /* for sqlite3_interrupt checks */
-  Gpt2Conn *conn;    /* per-connection state (models, counters) */
-} StreamVtab;
-
 typedef struct StreamCursor {
   sqlite3_vtab_cursor base; /* must be first */
   Gpt2Gen gen;              /* generation state: KV cache, RNG, pending bytes */
@@ -69,34 +63,21 @@ static int streamConnect(sqlite3 *db, void *pAux, int argc, const char *const *a
   (void)argc;
   (void)argv;
   (void)pzErr;
-  int rc = sqlite3_declare_vtab(db,
-                                "CREATE TABLE x(i INTEGER, token_id INTEGER, token TEXT, "
-                                "logprob REAL, finish_reason TEXT, prompt HIDDEN, max_tokens HIDDEN, "
-                                "temperature HIDDEN, top_k HIDDEN, top_p HIDDEN, seed HIDDEN)");
-  if (rc != SQLITE_OK) return rc;
-  StreamVtab *v = sqlite3_malloc(sizeof *v);
-  if (!v) return SQLITE_NOMEM;
-  memset(v, 0, sizeof *v);
-  v->db = db;
-  v->conn = pAux;
-  sqlite3_vtab_config(db, SQLITE_VTAB_INNOCUOUS);
-  *ppVtab = &v->base;
-  return SQLITE_OK;
-}
-
-static int streamDisconnect(sqlite3_vtab *pVtab) {
-  sqlite3_free(pVtab);
-  return SQLITE_OK;
+  return conn_table_connect(db, pAux,
+                            "CREATE TABLE x(i INTEGER, token_id INTEGER, token TEXT, "
+                            "logprob REAL, finish_reason TEXT, prompt HIDDEN, max_tokens HIDDEN, "
+                            "temperature HIDDEN, top_k HIDDEN, top_p HIDDEN, seed HIDDEN)",
+                            1, ppVtab);
 }
 
 static int streamOpen(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCur) {
   (void)pVtab;
-  StreamCursor *c = sqlite3_malloc(sizeof *c);
-  if (!c) return SQLITE_NOMEM;
-  memset(c, 0, sizeof *c);
-  c->token = -1;
-  *ppCur = &c->base;
-  return SQLITE_OK;
+  int rc = sql_cursor_open(sizeof(StreamCursor), ppCur);
+  if (rc == SQLITE_OK) {
+    StreamCursor *c = (StreamCursor *)*ppCur;
+    c->token = -1;
+  }
+  return rc;
 }
 
 /* Hand the KV state back to the connection's prefix cache, then free. */
@@ -111,7 +92,7 @@ static void cursorReset(StreamCursor *c, Gpt2Conn *conn) {
 
 static int streamClose(sqlite3_vtab_cursor *cur) {
   StreamCursor *c = (StreamCursor *)cur;
-  cursorReset(c, ((StreamVtab *)cur->pVtab)->conn);
+  cursorReset(c, ((Gpt2Table *)cur->pVtab)->conn);
   sqlite3_free(c);
   return SQLITE_OK;
 }
@@ -178,7 +159,7 @@ static int streamFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr
                         sqlite3_value **argv) {
   (void)idxStr;
   StreamCursor *c = (StreamCursor *)cur;
-  Gpt2Conn *conn = ((StreamVtab *)cur->pVtab)->conn;
+  Gpt2Conn *conn = ((Gpt2Table *)cur->pVtab)->conn;
   char err[GPT2_ERRLEN];
   cursorReset(c, conn);
   sqlite3_value *args[N_ARGS];
@@ -195,7 +176,7 @@ static int streamFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr
                     args[0], &ids, err, sizeof err);
   if (!rc) {
     c->started = 1;
-    rc = conn_gen_start(conn, e->model, "gpt2_stream", ((StreamVtab *)cur->pVtab)->db, &ids,
+    rc = conn_gen_start(conn, e->model, "gpt2_stream", ((Gpt2Table *)cur->pVtab)->db, &ids,
                         &c->args.p, &c->gen, err, sizeof err);
   }
   idvec_free(&ids);
@@ -211,7 +192,7 @@ static int streamBestIndex(sqlite3_vtab *tab, sqlite3_index_info *info) {
 static sqlite3_module streamModule = {
     .xConnect = streamConnect,
     .xBestIndex = streamBestIndex,
-    .xDisconnect = streamDisconnect,
+    .xDisconnect = conn_table_disconnect,
     .xOpen = streamOpen,
     .xClose = streamClose,
     .xFilter = streamFilter,
