@@ -53,9 +53,10 @@ uninstall:
 
 # --- the self-contained extension, shared by the archive and the packages -----------
 
+# relinks build/gpt2.so's objects (internals hidden) against what can go static
 $(SC_DIR)/gpt2.so: build/gpt2.so scripts/selfcontained.sh
 	scripts/selfcontained.sh build/gpt2.so $(SC_DIR) -- \
-	  $(CC) $(CPPFLAGS) $(CFLAGS) -shared $(SRCS) $(LDFLAGS) $(LDLIBS)
+	  $(CC) $(CFLAGS) -shared $(OBJS) $(LDFLAGS) $(LDLIBS)
 
 # --- make dist ----------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ reference is installed as a doc file, and uninstall removes all of it."""
 import os
 import re
 import subprocess
+import sys
 
 from pkgfixtures import N_TOKENS, PROMPT, ROOT, make, run
 
@@ -62,13 +63,30 @@ def test_gpt2_download_is_a_command(tmp_path):
     cmd = str(dest / "usr/local/bin/gpt2-download")
     bad = subprocess.run([cmd, "no-such-model"], capture_output=True, text=True)
     assert bad.returncode == 1 and "unknown model 'no-such-model'" in bad.stderr
-    # no route to the Hub (a closed local port): exit 2, and the models directory is the
-    # user's current one, not one under the installation prefix
+    # no route to the Hub (a closed local port): exit 2, and nothing created anywhere
     work = tmp_path / "work"
     work.mkdir()
     p = subprocess.run([cmd, "gpt2"], cwd=work, capture_output=True, text=True,
                        env={**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9"})
     assert p.returncode == 2, p.stderr
     assert "cannot reach" in p.stderr
-    assert (work / "models" / "gpt2").is_dir()
+    assert os.listdir(work) == []
+    assert not (dest / "usr/local/models").exists()
+    # with a Hub (a local fake one): the models directory is the user's current one,
+    # not one under the installation prefix
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from make_checkpoint import write_checkpoint
+    from test_scripts import FILES, FakeHub
+    ck = tmp_path / "ck"
+    write_checkpoint(str(ck), n_layer=1, n_head=2, n_embd=16, n_positions=32, seed=3,
+                     return_weights=False)
+    hub = FakeHub({f: (ck / f).read_bytes() for f in FILES})
+    try:
+        p = subprocess.run([cmd, "gpt2"], cwd=work, capture_output=True, text=True,
+                           env={**os.environ, "HF_ENDPOINT": hub.url},
+                           stdin=subprocess.DEVNULL)
+    finally:
+        hub.close()
+    assert p.returncode == 0, p.stderr
+    assert sorted(os.listdir(work / "models" / "gpt2")) == sorted(FILES)
     assert not (dest / "usr/local/models").exists()
