@@ -53,6 +53,13 @@ def connect(path=":memory:"):
     return conn
 
 
+def loaded(path):
+    """A connection with build/gpt2.so loaded and the checkpoint at path loaded."""
+    conn = connect()
+    conn.execute("SELECT gpt2_load(?)", (path,))
+    return conn
+
+
 def one(conn, sql, *args):
     """The first column of the first row."""
     return conn.execute(sql, args).fetchone()[0]

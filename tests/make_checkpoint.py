@@ -330,6 +330,16 @@ def write_checkpoint(path, *, n_layer=2, n_head=4, n_embd=64, n_positions=128, n
     return cfg, weights
 
 
+def edit_config(path, **keys):
+    """Set keys of the checkpoint's config.json at path (e.g. eos_token_id)."""
+    cp = os.path.join(path, "config.json")
+    with open(cp) as f:
+        c = json.load(f)
+    c.update(keys)
+    with open(cp, "w") as f:
+        json.dump(c, f)
+
+
 def _write_tensor(f, t, weights):
     """Generate t's data (in row chunks for big tensors) and write it."""
     shape = t.shape

@@ -5,7 +5,7 @@ import sqlite3
 
 import pytest
 
-from conftest import connect, one
+from conftest import connect, one, loaded
 from make_checkpoint import write_checkpoint
 
 
@@ -27,8 +27,7 @@ def ckpt_eos(tmp_path_factory):
 
 @pytest.fixture
 def db(ckpt):
-    conn = connect()
-    conn.execute("SELECT gpt2_load(?)", (ckpt,))
+    conn = loaded(ckpt)
     yield conn
     conn.close()
 

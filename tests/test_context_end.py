@@ -20,7 +20,7 @@ import pytest
 
 import reference
 from conftest import connect, one
-from make_checkpoint import write_checkpoint
+from make_checkpoint import edit_config, write_checkpoint
 
 P = 16
 LENGTHS = [0, 1, 2, 5, P - 2, P - 1, P]  # 0: the empty prompt
@@ -46,12 +46,7 @@ def model(tmp_path_factory):
     else:
         pytest.fail("no id is unreachable by greedy decoding")
     prompts[0], refs[0] = [], ref0
-    path = os.path.join(d, "config.json")
-    with open(path) as f:
-        c = json.load(f)
-    c["eos_token_id"] = c["bos_token_id"] = eos
-    with open(path, "w") as f:
-        json.dump(c, f)
+    edit_config(d, eos_token_id=eos, bos_token_id=eos)
     return d, eos, {n: (prompts[n], refs[n]) for n in LENGTHS}
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import reference
-from conftest import ROOT, connect, err, one
+from conftest import ROOT, connect, err, one, loaded
 from make_checkpoint import write_checkpoint
 
 EOS = 50256
@@ -32,8 +32,7 @@ def ckpt(tmp_path_factory, vocab_dir):
 
 @pytest.fixture
 def db(ckpt):
-    conn = connect()
-    conn.execute("SELECT gpt2_load(?)", (ckpt[0],))
+    conn = loaded(ckpt[0])
     yield conn
     conn.close()
 

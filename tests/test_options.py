@@ -18,7 +18,7 @@ import pytest
 
 import reference
 from conftest import connect, err, one
-from make_checkpoint import write_checkpoint
+from make_checkpoint import edit_config, write_checkpoint
 
 P = 40      # context
 STEPS = 16  # greedy steps compared
@@ -89,12 +89,7 @@ def model(tmp_path_factory):
     else:
         pytest.fail("no prompt with a fresh 4th greedy token")
     eos = r[3]
-    path = os.path.join(d, "config.json")
-    with open(path) as f:
-        c = json.load(f)
-    c["eos_token_id"] = c["bos_token_id"] = eos
-    with open(path, "w") as f:
-        json.dump(c, f)
+    edit_config(d, eos_token_id=eos, bos_token_id=eos)
     cfg = dict(cfg, eos_token_id=eos)
     prompts = []  # ones whose first STEPS greedy tokens have no eos
     for k in (3, 5, 7, 9):

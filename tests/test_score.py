@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import reference
-from conftest import connect, err, one
+from conftest import connect, err, one, loaded
 from make_checkpoint import write_checkpoint
 from test_interrupt import run, sqlrun  # noqa: F401 (a fixture)
 
@@ -43,16 +43,14 @@ def short(tmp_path_factory, vocab_dir):
 
 @pytest.fixture
 def db(ckpt):
-    conn = connect()
-    conn.execute("SELECT gpt2_load(?)", (ckpt[0],))
+    conn = loaded(ckpt[0])
     yield conn
     conn.close()
 
 
 @pytest.fixture
 def sdb(short):
-    conn = connect()
-    conn.execute("SELECT gpt2_load(?)", (short[0],))
+    conn = loaded(short[0])
     yield conn
     conn.close()
 

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, SO, connect, one, err
+from conftest import ROOT, SO, connect, one, err, loaded
 from make_checkpoint import write_checkpoint
 import reference
 
@@ -34,8 +34,7 @@ def other(tmp_path_factory):
 
 @pytest.fixture
 def mdb(tiny):
-    conn = connect()
-    conn.execute("SELECT gpt2_load(?)", (tiny[0],))
+    conn = loaded(tiny[0])
     yield conn
     conn.close()
 
