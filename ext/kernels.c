@@ -9,9 +9,11 @@
 ** accumulators with x[r][k] broadcast. The chain of every element runs over
 ** all of K in increasing k, inside a register (parked in memory between
 ** K chunks, exactly), so blocking never changes a result.
-** Single rows (decode) are bound by memory bandwidth: the first row block
-** of a panel prefetches it (K_PREFETCH), later blocks of a batch prefetch
-** the next panel (or K chunk), so DRAM streaming overlaps with compute.
+** Single rows (decode) are bound by memory bandwidth: their row block
+** prefetches the panel ahead (K_PREFETCH). Batches of rows (M > 6) run
+** GEMM-style over L1-resident tiles of K_TILE panel rows, every row block
+** reusing each tile, 16- and 8-bit tiles widened once; meanwhile the row
+** blocks prefetch the next tile, so DRAM streaming overlaps with compute.
 **
 ** Paths are compiled with per-function target attributes, so the .so runs
 ** on any x86-64 (and the portable path builds anywhere); the choice is made
@@ -66,14 +68,15 @@
 ** per k), so the first row block prefetches this far ahead (README,
 ** "Speed"). */
 #define K_PREFETCH 4096
-/* Batched rows: later row blocks pull in the next panel (see mk512) when
-** both fit in L2 (1.25 MB on the Xeons here; f32 K=3072 panels do not:
-** those are run in K chunks of about K_CHUNK_BYTES, when at most
-** K_CHUNK_ROWS rows need their chains parked between chunks). */
-#define K_NEXT_PANEL_MAX (512 * 1024)
-#define K_CHUNK_BYTES (192 * 1024)
-#define K_CHUNK_ROWS 64 /* 16 KB of parked chains on the stack */
+#define K_CHUNK_ROWS 64 /* rows per group of a batched product: 16 KB of parked chains */
 #define GELU_C 0.044715f
+/* Batched rows (M > 6) run over K tiles of K_TILE rows of a panel (32 KB
+** of f32: L1-resident while every row block of up to K_CHUNK_ROWS rows
+** reads it); 16- and 8-bit tiles are widened to f32 once per tile, not once
+** per row block. A multiple of KQB. */
+#define K_TILE 128
+/* Internal element type of a widened Q8 tile: the Q8 chain over f32 q. */
+#define KT_Q8F 16
 
 /* ---------------------------------------------------------------------------
 ** portable path (scalar; the definition of every operation sequence)
@@ -263,9 +266,9 @@ T_AVX512 INLINE __m512 ld512(const int type, const void *W, size_t i) {
 ** (q·step .. (q+1)·step) >> 16, step = lines per k in Q16. Spread over
 ** every later block rather than a line per k from the first ones: a faster
 ** request rate stalls the blocks behind DRAM. */
-INLINE void pf_next(const void *W, long pbytes, long k0, long step, int k) {
+INLINE void pf_next(const char *base, long nbytes, long k0, long step, int k) {
   long q = k0 + k, l = (q * step) >> 16, l1 = ((q + 1) * step) >> 16;
-  for (; l < l1 && 64 * l < pbytes; l++) _mm_prefetch((const char *)W + pbytes + 64 * l, _MM_HINT_T1);
+  for (; l < l1 && 64 * l < nbytes; l++) _mm_prefetch(base + 64 * l, _MM_HINT_T1);
 }
 
 /* MR rows x 64 columns; mk: lanes of each zmm inside N; wfull: W rows are
@@ -273,21 +276,25 @@ INLINE void pf_next(const void *W, long pbytes, long k0, long step, int k) {
 ** for 16- and 8-bit types). S: Q8 block scales (nkb, KNB). pf 1: prefetch
 ** this panel (the first row block: it still comes from DRAM); pf 2: the
 ** NEXT panel, see pf_next (later row blocks compute from L2 meanwhile, so
-** streaming and computing overlap). a0: chains to continue (rows of KNB),
-** else they start from b. */
+** streaming and computing overlap; pn, pnb: the region to prefetch instead,
+** when not NULL). a0: chains to continue (rows of KNB), else they start
+** from b. KT_Q8F: the Q8 chain over a tile of q already widened to f32. */
 T_AVX512 INLINE void mk512(const int MR, const int type, int K, const float *x, size_t ldx,
                            const void *W, size_t ldw, const float *S, const __m512 *b,
                            const __mmask16 *mk, const int wfull, const int pf, long pfn,
-                           long pstep, const float *a0, float *y, size_t ldy, int epi) {
-  const size_t es = type == KT_F32 ? 4 : type == KT_Q8 ? 1 : 2;
+                           long pstep, const char *pn, long pnb, const float *a0, float *y,
+                           size_t ldy, int epi) {
+  const size_t es = type == KT_F32 || type == KT_Q8F ? 4 : type == KT_Q8 ? 1 : 2;
   const long pbytes = (long)K * (long)ldw * (long)es; /* a packed panel */
+  const char *pbase = pn ? pn : (const char *)W + pbytes;
+  const long plen = pn ? pnb : pbytes;
   __m512 acc[6][4];
 #pragma GCC unroll 6
   for (int r = 0; r < MR; r++)
 #pragma GCC unroll 4
     for (int j = 0; j < 4; j++)
       acc[r][j] = a0 ? _mm512_maskz_loadu_ps(mk[j], a0 + (size_t)r * KNB + 16 * j) : b[j];
-  if (type == KT_Q8) {
+  if (type == KT_Q8 || type == KT_Q8F) {
     for (int k0 = 0, kb = 0; k0 < K; k0 += KQB, kb++) {
       int k1 = k0 + KQB < K ? k0 + KQB : K;
       __m512 part[6][4];
@@ -297,7 +304,7 @@ T_AVX512 INLINE void mk512(const int MR, const int type, int K, const float *x, 
         for (int j = 0; j < 4; j++) part[r][j] = _mm512_setzero_ps();
       for (int k = k0; k < k1; k++) {
         if (pf == 1) _mm_prefetch((const char *)W + (size_t)k * ldw + K_PREFETCH, _MM_HINT_T0);
-        if (pf == 2) pf_next(W, pbytes, pfn, pstep, k);
+        if (pf == 2) pf_next(pbase, plen, pfn, pstep, k);
         __m512 w0 = ld512(type, W, (size_t)k * ldw), w1 = ld512(type, W, (size_t)k * ldw + 16);
         __m512 w2 = ld512(type, W, (size_t)k * ldw + 32), w3 = ld512(type, W, (size_t)k * ldw + 48);
 #pragma GCC unroll 6
@@ -320,7 +327,7 @@ T_AVX512 INLINE void mk512(const int MR, const int type, int K, const float *x, 
     for (int k = 0; k < K; k++) {
       const size_t i = (size_t)k * ldw;
       __m512 w0, w1, w2, w3;
-      if (pf == 2) pf_next(W, pbytes, pfn, pstep, k);
+      if (pf == 2) pf_next(pbase, plen, pfn, pstep, k);
       if (pf == 1) { /* the panel row's 2 (16-bit) or 4 (f32) lines, K_PREFETCH ahead */
         const char *pp = (const char *)W + i * (type == KT_F32 ? 4 : 2) + K_PREFETCH;
         _mm_prefetch(pp, _MM_HINT_T0);
@@ -373,13 +380,13 @@ T_AVX512 INLINE void mk512(const int MR, const int type, int K, const float *x, 
 ** attention blocks separately. */
 typedef void (*Mk512Fn)(int K, const float *x, size_t ldx, const void *W, size_t ldw,
                         const float *S, const __m512 *b, const __mmask16 *mk, long pfn, long pstep,
-                        const float *a0, float *y, size_t ldy, int epi);
+                        const char *pn, long pnb, const float *a0, float *y, size_t ldy, int epi);
 #define MK512_FN(T, MR, WF, PF)                                                                  \
   T_AVX512 __attribute__((noinline)) static void mk512_##T##_##MR##_##WF##_##PF(                 \
       int K, const float *x, size_t ldx, const void *W, size_t ldw, const float *S,             \
-      const __m512 *b, const __mmask16 *mk, long pfn, long pstep, const float *a0, float *y,     \
-      size_t ldy, int epi) {                                                                     \
-    mk512(MR, T, K, x, ldx, W, ldw, S, b, mk, WF, PF, pfn, pstep, a0, y, ldy, epi);              \
+      const __m512 *b, const __mmask16 *mk, long pfn, long pstep, const char *pn, long pnb,       \
+      const float *a0, float *y, size_t ldy, int epi) {                                          \
+    mk512(MR, T, K, x, ldx, W, ldw, S, b, mk, WF, PF, pfn, pstep, pn, pnb, a0, y, ldy, epi);     \
   }
 #define MK512_TYPE(T)                                                                            \
   MK512_FN(T, 1, 1, 0) MK512_FN(T, 2, 1, 0) MK512_FN(T, 3, 1, 0) MK512_FN(T, 4, 1, 0)            \
@@ -391,6 +398,10 @@ MK512_TYPE(KT_F32)
 MK512_TYPE(KT_F16)
 MK512_TYPE(KT_BF16)
 MK512_TYPE(KT_Q8)
+MK512_FN(KT_Q8F, 1, 1, 2) MK512_FN(KT_Q8F, 2, 1, 2) MK512_FN(KT_Q8F, 3, 1, 2)
+MK512_FN(KT_Q8F, 4, 1, 2) MK512_FN(KT_Q8F, 5, 1, 2) MK512_FN(KT_Q8F, 6, 1, 2)
+static const Mk512Fn MK512_Q8F[6] = {mk512_KT_Q8F_1_1_2, mk512_KT_Q8F_2_1_2, mk512_KT_Q8F_3_1_2,
+                                     mk512_KT_Q8F_4_1_2, mk512_KT_Q8F_5_1_2, mk512_KT_Q8F_6_1_2};
 MK512_FN(KT_F32, 1, 0, 0)
 MK512_FN(KT_F32, 4, 0, 0)
 #define MK512_ROW(T)                                                                             \
@@ -403,6 +414,64 @@ MK512_FN(KT_F32, 4, 0, 0)
 static const Mk512Fn MK512[4][6][3] = {MK512_ROW(KT_F32), MK512_ROW(KT_F16), MK512_ROW(KT_BF16),
                                        MK512_ROW(KT_Q8)};
 
+/* tile (kc, KNB) f32 = rows of a 16- or 8-bit panel chunk, widened exactly. */
+T_AVX512 static void widen512(int type, const void *src, int kc, float *tile) {
+  const size_t n = (size_t)kc * KNB;
+  if (type == KT_F16)
+    for (size_t i = 0; i < n; i += 16) _mm512_store_ps(tile + i, ld512(KT_F16, src, i));
+  else if (type == KT_BF16)
+    for (size_t i = 0; i < n; i += 16) _mm512_store_ps(tile + i, ld512(KT_BF16, src, i));
+  else
+    for (size_t i = 0; i < n; i += 16) _mm512_store_ps(tile + i, ld512(KT_Q8, src, i));
+}
+
+/* Batched rows over packed panels: rows in groups of up to K_CHUNK_ROWS;
+** for each group, the panel in tiles of K_TILE rows; every row block of
+** the group runs over the tile (from L1) and parks its chains in part
+** until the next tile (exactly: a chain continued from memory is the same
+** chain). A 16- or 8-bit tile is widened to f32 first (the values are
+** exact, so F16/BF16 run the F32 chain and Q8 its own chain over f32 q).
+** Meanwhile the row blocks prefetch the next tile's source into L2, spread
+** evenly over them (pf_next), so DRAM streaming overlaps computing. */
+T_AVX512 static void blk_tiled_avx512(int M, int K, int type, const float *x, size_t ldx,
+                                      const void *W, const float *S, const __m512 *bv,
+                                      const __mmask16 *mk, float *y, size_t ldy, int epi) {
+  const size_t es = type == KT_F32 ? 4 : type == KT_Q8 ? 1 : 2;
+  float part[K_CHUNK_ROWS * KNB] __attribute__((aligned(64)));
+  float tile[K_TILE * KNB] __attribute__((aligned(64)));
+  for (int g0 = 0; g0 < M; g0 += K_CHUNK_ROWS) {
+    const int gm = M - g0 < K_CHUNK_ROWS ? M - g0 : K_CHUNK_ROWS, lastg = g0 + gm == M;
+    const int nb = gm / 6 + (gm % 6 != 0); /* row blocks, as split below */
+    for (int k0 = 0; k0 < K; k0 += K_TILE) {
+      const int kc = K - k0 < K_TILE ? K - k0 : K_TILE, first = k0 == 0, last = k0 + kc == K;
+      const char *src = (const char *)W + (size_t)k0 * KNB * es;
+      const long cbytes = (long)kc * KNB * (long)es;
+      /* the next tile's source follows this one (the next panel's first
+      ** tile after the last; the same panel's first tile for a later row
+      ** group is still in L2) */
+      const long nbytes = last && !lastg ? 0 : (long)K_TILE * KNB * (long)es;
+      const long span = (long)nb * kc;
+      const long pstep = (((nbytes / 64) << 16) + span - 1) / span;
+      const void *Wt = src;
+      if (type != KT_F32) {
+        widen512(type, src, kc, tile);
+        Wt = tile;
+      }
+      const float *Sc = S ? S + (size_t)(k0 / KQB) * KNB : NULL;
+      for (int b = 0, r0 = 0, r1; r0 < gm; b++, r0 = r1) {
+        r1 = r0 + (gm - r0 == 7 || gm - r0 == 8 ? 4 : gm - r0 < 6 ? gm - r0 : 6);
+        const int mr = r1 - r0;
+        const Mk512Fn f = type == KT_Q8 ? MK512_Q8F[mr - 1] : MK512[KT_F32][mr - 1][2];
+        float *pr = part + (size_t)r0 * KNB;
+        const size_t row = (size_t)(g0 + r0);
+        f(kc, x + row * ldx + k0, ldx, Wt, KNB, Sc, bv, mk, (long)b * kc, pstep, src + cbytes,
+          nbytes, first ? NULL : pr, last ? y + row * ldy : pr, last ? ldy : KNB,
+          last ? epi : KEPI_STORE);
+      }
+    }
+  }
+}
+
 T_AVX512 static void blk_avx512(int M, int K, int N, int type, const float *x, size_t ldx,
                                 const void *W, size_t ldw, int wpad, const float *S,
                                 const float *b, float *y, size_t ldy, int epi) {
@@ -413,51 +482,30 @@ T_AVX512 static void blk_avx512(int M, int K, int N, int type, const float *x, s
     mk[j] = c >= 16 ? (__mmask16)0xFFFF : c <= 0 ? (__mmask16)0 : (__mmask16)((1u << c) - 1);
     bv[j] = b ? _mm512_maskz_loadu_ps(mk[j], b + 16 * j) : _mm512_setzero_ps();
   }
-  int r = 0;
-  if (!wpad && N < KNB) { /* ragged f32 W (attention): masked loads */
-    for (; r + 4 <= M; r += 4)
-      mk512_KT_F32_4_0_0(K, x + r * ldx, ldx, W, ldw, S, bv, mk, 0, 0, NULL, y + r * ldy, ldy, epi);
-    for (; r < M; r++)
-      mk512_KT_F32_1_0_0(K, x + r * ldx, ldx, W, ldw, S, bv, mk, 0, 0, NULL, y + r * ldy, ldy, epi);
+  if (wpad && M > 6) {
+    blk_tiled_avx512(M, K, type, x, ldx, W, S, bv, mk, y, ldy, epi);
     return;
   }
-  /* packed panels: the first row block of a panel streams it from DRAM
-  ** (prefetching it); later blocks compute from L2 and meanwhile prefetch
-  ** the next panel (pf_next), so streaming overlaps computing. A
-  ** panel too big to sit in L2 next to its successor (f32 with K = 3072)
-  ** is run in K chunks when the rows fit the park buffer: every row block's
-  ** chains are stored to part after a chunk and reloaded for the next
-  ** (exactly: the chain of operations is unchanged), so each chunk is one
-  ** stream that prefetches the next, which an unchunked panel of that size
-  ** cannot do. */
-  const Mk512Fn(*fn)[3] = MK512[wpad ? type : KT_F32];
-  const size_t es = type == KT_F32 ? 4 : type == KT_Q8 ? 1 : 2;
-  const size_t pbytes = (size_t)K * KNB * es;
-  const int chunked = wpad && pbytes > K_NEXT_PANEL_MAX && M > 6 && M <= K_CHUNK_ROWS;
-  const int KC = chunked ? (int)(K_CHUNK_BYTES / (KNB * es)) / KQB * KQB : K;
-  const int nb = (M + 5) / 6; /* row blocks: see mr below */
-  float part[K_CHUNK_ROWS * KNB] __attribute__((aligned(64)));
-  for (int k0 = 0; k0 < K; k0 += KC) {
-    const int kc = K - k0 < KC ? K - k0 : KC, first = k0 == 0, last = k0 + kc == K;
-    const size_t cbytes = (size_t)kc * KNB * es;
-    const int next = wpad && nb > 1 && cbytes <= K_NEXT_PANEL_MAX;
-    /* lines of the next chunk per k of the later blocks (Q16), to cover it */
-    const long span = (long)(nb - 1) * kc;
-    const long pstep = !next ? 0 : (long)(((cbytes / 64) << 16) + span - 1) / span;
-    const void *Wc = (const char *)W + (size_t)k0 * KNB * es;
-    const float *Sc = S ? S + (size_t)(k0 / KQB) * KNB : NULL;
-    for (int b = 0, r0 = 0, r1; r0 < M; b++, r0 = r1) {
-      /* blocks of 6 rows; a remainder of 1 or 2 shares the last 6 (7 = 4+3,
-      ** 8 = 4+4): a block of 1 or 2 rows has too few independent chains to
-      ** keep both FMA ports busy. Still nb blocks. */
-      r1 = r0 + (M - r0 == 7 || M - r0 == 8 ? 4 : M - r0 < 6 ? M - r0 : 6);
-      int pf = !wpad ? 0 : b == 0 ? 1 : next ? 2 : 0;
-      float *pr = chunked ? part + (size_t)r0 * KNB : NULL;
-      fn[r1 - r0 - 1][pf](kc, x + (size_t)r0 * ldx + k0, ldx, Wc, ldw, Sc, bv, mk,
-                          (long)(b - 1) * kc, pstep, first ? NULL : pr,
-                          last ? y + (size_t)r0 * ldy : pr, last ? ldy : KNB,
-                          last ? epi : KEPI_STORE);
-    }
+  if (!wpad && N < KNB) { /* ragged f32 W (attention): masked loads */
+    int r = 0;
+    for (; r + 4 <= M; r += 4)
+      mk512_KT_F32_4_0_0(K, x + r * ldx, ldx, W, ldw, S, bv, mk, 0, 0, NULL, 0, NULL, y + r * ldy,
+                         ldy, epi);
+    for (; r < M; r++)
+      mk512_KT_F32_1_0_0(K, x + r * ldx, ldx, W, ldw, S, bv, mk, 0, 0, NULL, 0, NULL, y + r * ldy,
+                         ldy, epi);
+    return;
+  }
+  if (wpad) { /* up to 6 rows (decode): one row block streams the panel, prefetching ahead */
+    MK512[type][M - 1][1](K, x, ldx, W, KNB, S, bv, mk, 0, 0, NULL, 0, NULL, y, ldy, epi);
+    return;
+  }
+  /* plain f32 W of 64 full columns (attention): blocks of 6 rows as in
+  ** the tiled loop */
+  for (int r0 = 0, r1; r0 < M; r0 = r1) {
+    r1 = r0 + (M - r0 == 7 || M - r0 == 8 ? 4 : M - r0 < 6 ? M - r0 : 6);
+    MK512[KT_F32][r1 - r0 - 1][0](K, x + (size_t)r0 * ldx, ldx, W, ldw, S, bv, mk, 0, 0, NULL, 0,
+                                  NULL, y + (size_t)r0 * ldy, ldy, epi);
   }
 }
 

@@ -361,10 +361,12 @@ def test_typed_matmul(lib, sc, paths, wtype):
 
 @pytest.mark.parametrize("wtype,K", [("f32", 3000), ("f16", 4200), ("q8", 8300)])
 def test_k_chunked_panels_are_exact(lib, sc, paths, wtype, K):
-    """Panels too big for L2 (over 512 KB) are run in K chunks for 7..64 rows,
-    the chains parked between chunks: rows stay bitwise what one row alone
-    and the portable path give, for every epilogue (ADD: y is only read and
-    written after the last chunk)."""
+    """Batches of rows run over tiles of 128 panel rows in groups of up to 64
+    rows, the chains parked between tiles (16- and 8-bit tiles widened
+    first): rows stay bitwise what one row alone and the portable path give,
+    for every epilogue (ADD: y is only read and written after the last
+    tile), across group boundaries (70 rows) and with K not a multiple of
+    the tile."""
     rng = np.random.default_rng(K)
     N = 70  # a ragged last panel
     W, b = rand(rng, K, N), rand(rng, N)
