@@ -62,6 +62,35 @@ def main():
         g = 2 * n_params * tps / 1e9
         print(f"| {b} | {tps:.1f} | {g:.1f} | {100 * g / gf:.0f}% |")
     print(f"OpenBLAS sgemm (32x768 . 768x3072), same run: {gf:.1f} GFLOP/s")
+    print()
+    # batched steps by weight format: a 16-, 8- or 4-bit tile is widened to
+    # f32 once and then runs the f32 kernel, so each should keep f32's pace
+    # (goal: batch 32 >= 700 tok/s, batch 64 >= 750, every format >= f32);
+    # the formats alternate rep by rep so a busy spell hits them all
+    import sqlite3
+    forms = []
+    for w in ("f32", "f16", "bf16", "q8", "q4"):
+        try:
+            conn.execute("SELECT gpt2_load(?, ?, ?)", (d, "fmt_" + w, w))
+            forms.append(w)
+        except sqlite3.Error as e:
+            print(f"({w}: not measured: {e})")
+    best = {(w, b): 0.0 for w in forms for b in (32, 64)}
+    for _ in range(3):
+        for w in forms:
+            conn.execute("SELECT gpt2_use(?)", ("fmt_" + w,))
+            for b in (32, 64):
+                dt, out = complete(b, b)
+                best[w, b] = max(best[w, b], sum(n for _, _, n in out) / dt)
+    print(f"## gpt2_complete by weight format ({NEW} new tokens per row, rows = batch_size, best of 3)")
+    print("| weights | batch 32 tok/s | GFLOP/s | vs f32 | batch 64 tok/s | GFLOP/s | vs f32 |")
+    print("|---|---|---|---|---|---|---|")
+    for w in forms:
+        cells = []
+        for b in (32, 64):
+            t = best[w, b]
+            cells += [f"{t:.1f}", f"{2 * n_params * t / 1e9:.1f}", f"{t / best['f32', b]:.2f}x"]
+        print(f"| {w} | " + " | ".join(cells) + " |")
     return 0 if same else 1
 
 
