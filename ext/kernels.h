@@ -50,7 +50,8 @@
 **   Quantizing a block of column n: m = its element of largest |w| (the
 **   first in k order on ties, sign kept); s = f16(m / -8) (round to
 **   nearest even, saturating at ±65504); q = 0 when sf == 0, else
-**   clamp(rint(w / sf), -8, 7), so the extreme element is exactly -8.
+**   clamp(rint(w / sf), -8, 7), so the extreme element gets -8 (unless s
+**   is an f16 subnormal, |m| < 2^-11, whose rounding can be coarser).
 **   Non-finite weights: a NaN is never the maximum and is stored as q = 0
 **   (as in Q8); an infinite one is the maximum, so the f16 scale saturates
 **   (q = -8 for it, finite values of its block mostly round to 0).
