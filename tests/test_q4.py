@@ -21,8 +21,9 @@ import pytest
 
 from conftest import connect, one
 from make_checkpoint import write_checkpoint
-from test_kernels import (ADD, GELU, KQ4B, PATHS, STORE, Packed, aligned, fp, lib, matmul,  # noqa: F401
-                          paths, q4_quant, rand, sc)
+from test_kernels import (ADD, GELU, KQ4B, PATHS, STORE, Core, Packed, fp, lib, matmul,  # noqa: F401
+                          paths, q4_quant, rand, rounded, sc)
+import reference
 
 Q4 = 4  # KType
 KNB = 64
@@ -301,6 +302,36 @@ def test_q4_logits_close_to_f32(small):
     assert 0 < rel["q4"] <= TOL, rel
     assert rel["q8"] < rel["q4"]  # fewer bits, larger error
     conn.close()
+
+
+def test_ragged_model_matches_reference(lib, paths, tmp_path):
+    """A checkpoint whose widths are no multiple of 32 or 64 (C = 40, 3C =
+    120, F = 160): logits equal tests/reference.py run on the q4 values of
+    every matrix (the tied head's columns are wte's rows) up to float32
+    arithmetic, and bitwise the same for every path, thread count and
+    grouping of rows."""
+    cfg, w = write_checkpoint(str(tmp_path), n_layer=2, n_head=2, n_embd=40, n_positions=48,
+                              seed=3)
+    W = dict(w)
+    for name in w:
+        if name == "wte.weight":
+            W[name] = rounded(w[name].T, "q4").T
+        elif name.endswith(".weight") and w[name].ndim == 2 and name != "wpe.weight":
+            W[name] = rounded(w[name], "q4")
+    V = cfg["vocab_size"]
+    ids = np.random.default_rng(2).integers(0, V, 40).tolist()
+    want = reference.logits(W, cfg, ids)
+    core = Core(lib, str(tmp_path), V, "q4")
+    try:
+        base = core.feed(ids, [40])
+        np.testing.assert_allclose(base, want, atol=2e-4, rtol=0)
+        for path in paths:
+            for threads in (1, 2):
+                core.config(path, threads)
+                assert np.array_equal(core.feed(ids, [1] * 40), base), (path, threads)
+                assert np.array_equal(core.feed(ids, [13, 1, 26]), base), (path, threads)
+    finally:
+        core.close()
 
 
 def test_q4_through_sql(small, monkeypatch):
