@@ -6,8 +6,9 @@
 ** stream), rows are taken MR at a time (AVX-512: 6 rows x 4 zmm = 24
 ** accumulators; AVX2: 4 rows x 2 ymm per 16-column group; portable: one
 ** row); for each k, the panel row is loaded once and FMA'd into every row's
-** accumulators with x[r][k] broadcast (Q4 panel rows are decoded once per k
-** through a 16-entry table of the floats -8..7). The chain of every element runs over
+** accumulators with x[r][k] broadcast (a Q4 panel row is widened to floats
+** once per k: AVX-512 through an in-register table of -8..7, AVX2 by
+** mask, subtract and convert). The chain of every element runs over
 ** all of K in increasing k, inside a register (parked in memory between
 ** K chunks, exactly), so blocking never changes a result.
 ** Single rows (decode) are bound by memory bandwidth: the first row block
