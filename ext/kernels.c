@@ -6,7 +6,9 @@
 ** stream), rows are taken MR at a time (AVX-512: 6 rows x 4 zmm = 24
 ** accumulators; AVX2: 4 rows x 2 ymm per 16-column group; portable: one
 ** row); for each k, the panel row is loaded once and FMA'd into every row's
-** accumulators with x[r][k] broadcast. The chain of every element runs over
+** accumulators with x[r][k] broadcast (a Q4 panel row is widened to floats
+** once per k: AVX-512 through an in-register table of -8..7, AVX2 by
+** mask, subtract and convert). The chain of every element runs over
 ** all of K in increasing k, inside a register (parked in memory between
 ** K chunks, exactly), so blocking never changes a result.
 ** Single rows (decode) are bound by memory bandwidth: their row block
@@ -75,8 +77,9 @@
 ** reads it); 16- and 8-bit tiles are widened to f32 once per tile, not once
 ** per row block. A multiple of KQB. */
 #define K_TILE 128
-/* Internal element type of a widened Q8 tile: the Q8 chain over f32 q. */
-#define KT_Q8F 16
+/* Internal element types of widened tiles: the Q8 / Q4 chain over f32 q
+** (Q4's f16 scales widened to f32 too). */
+enum { KT_Q8F = 16, KT_Q4F = 17 };
 
 /* ---------------------------------------------------------------------------
 ** portable path (scalar; the definition of every operation sequence)
@@ -164,7 +167,12 @@ float k_bf16_to_f32(uint16_t h) {
   return f;
 }
 
-/* w[0..n) = elements i.. of W as f32 (exact for every type; Q8: q). */
+/* Bytes of one k (KNB elements) of a packed panel; Q4 packs two a byte. */
+static size_t panel_row_bytes(int type) {
+  return type == KT_F32 ? 4 * KNB : type == KT_Q8 ? KNB : type == KT_Q4 ? KNB / 2 : 2 * KNB;
+}
+
+/* w[0..n) = elements i.. of W as f32 (exact for every type but Q4; Q8: q). */
 static void row_f32(int type, const void *W, size_t i, int n, float *w) {
   for (int j = 0; j < n; j++)
     w[j] = type == KT_F16    ? k_f16_to_f32(((const uint16_t *)W)[i + j])
@@ -173,23 +181,35 @@ static void row_f32(int type, const void *W, size_t i, int n, float *w) {
                              : ((const float *)W)[i + j];
 }
 
-/* y (M, N <= KNB) = epi(b + x·W), one row at a time; S: Q8 scales (nkb, KNB). */
+/* w[0..n) = the q of columns 0..n-1 of a Q4 panel row (32 bytes). */
+static void q4_row(const uint8_t *row, int n, float *w) {
+  for (int j = 0; j < n; j++) w[j] = (float)((j < 32 ? row[j] & 15 : row[j - 32] >> 4) - 8);
+}
+
+/* y (M, N <= KNB) = epi(b + x·W), one row at a time; S: block scales
+** (nkb, KNB), f32 for Q8, f16 for Q4. */
 static void blk_portable(int M, int K, int N, int type, const float *x, size_t ldx, const void *W,
-                         size_t ldw, const float *S, const float *b, float *y, size_t ldy,
+                         size_t ldw, const void *S, const float *b, float *y, size_t ldy,
                          int epi) {
+  const int bs = type == KT_Q4 ? KQ4B : KQB; /* rows per scale block */
   for (int r = 0; r < M; r++) {
     float acc[KNB], part[KNB], w[KNB];
     const float *xr = x + (size_t)r * ldx;
     for (int j = 0; j < N; j++) acc[j] = b ? b[j] : 0.0f;
-    if (type == KT_Q8) {
-      for (int k0 = 0, kb = 0; k0 < K; k0 += KQB, kb++) {
-        int k1 = k0 + KQB < K ? k0 + KQB : K;
+    if (type == KT_Q8 || type == KT_Q4) {
+      for (int k0 = 0, kb = 0; k0 < K; k0 += bs, kb++) {
+        int k1 = k0 + bs < K ? k0 + bs : K;
         for (int j = 0; j < N; j++) part[j] = 0.0f;
         for (int k = k0; k < k1; k++) {
-          row_f32(type, W, (size_t)k * ldw, N, w);
+          if (type == KT_Q4) q4_row((const uint8_t *)W + (size_t)k * (ldw / 2), N, w);
+          else row_f32(type, W, (size_t)k * ldw, N, w);
           for (int j = 0; j < N; j++) part[j] = fmaf(xr[k], w[j], part[j]);
         }
-        for (int j = 0; j < N; j++) acc[j] = fmaf(part[j], S[(size_t)kb * KNB + j], acc[j]);
+        for (int j = 0; j < N; j++) {
+          size_t i = (size_t)kb * KNB + (size_t)j;
+          float sj = type == KT_Q4 ? k_f16_to_f32(((const uint16_t *)S)[i]) : ((const float *)S)[i];
+          acc[j] = fmaf(part[j], sj, acc[j]);
+        }
       }
     } else {
       for (int k = 0; k < K; k++) {
@@ -273,19 +293,21 @@ INLINE void pf_next(const char *base, long nbytes, long k0, long step, int k) {
 
 /* MR rows x 64 columns; mk: lanes of each zmm inside N; wfull: W rows are
 ** readable over all 64 columns (packed panels are zero-padded; always so
-** for 16- and 8-bit types). S: Q8 block scales (nkb, KNB). pf 1: prefetch
+** for 16-, 8- and 4-bit types). S: block scales (nkb, KNB), f32 for Q8, f16
+** for Q4. pf 1: prefetch
 ** this panel (the first row block: it still comes from DRAM); pf 2: the
 ** NEXT panel, see pf_next (later row blocks compute from L2 meanwhile, so
 ** streaming and computing overlap; pn, pnb: the region to prefetch instead,
 ** when not NULL). a0: chains to continue (rows of KNB), else they start
 ** from b. KT_Q8F: the Q8 chain over a tile of q already widened to f32. */
 T_AVX512 INLINE void mk512(const int MR, const int type, int K, const float *x, size_t ldx,
-                           const void *W, size_t ldw, const float *S, const __m512 *b,
+                           const void *W, size_t ldw, const void *S, const __m512 *b,
                            const __mmask16 *mk, const int wfull, const int pf, long pfn,
                            long pstep, const char *pn, long pnb, const float *a0, float *y,
                            size_t ldy, int epi) {
   const size_t es = type == KT_F32 || type == KT_Q8F ? 4 : type == KT_Q8 ? 1 : 2;
-  const long pbytes = (long)K * (long)ldw * (long)es; /* a packed panel */
+  /* a packed panel (Q4: half a byte per element) */
+  const long pbytes = (long)K * (type == KT_Q4 ? (long)ldw / 2 : (long)ldw * (long)es);
   const char *pbase = pn ? pn : (const char *)W + pbytes;
   const long plen = pn ? pnb : pbytes;
   __m512 acc[6][4];
@@ -294,9 +316,10 @@ T_AVX512 INLINE void mk512(const int MR, const int type, int K, const float *x, 
 #pragma GCC unroll 4
     for (int j = 0; j < 4; j++)
       acc[r][j] = a0 ? _mm512_maskz_loadu_ps(mk[j], a0 + (size_t)r * KNB + 16 * j) : b[j];
-  if (type == KT_Q8 || type == KT_Q8F) {
-    for (int k0 = 0, kb = 0; k0 < K; k0 += KQB, kb++) {
-      int k1 = k0 + KQB < K ? k0 + KQB : K;
+  if (type == KT_Q8 || type == KT_Q8F || type == KT_Q4F) {
+    const int qb = type == KT_Q4F ? KQ4B : KQB; /* rows per scale block */
+    for (int k0 = 0, kb = 0; k0 < K; k0 += qb, kb++) {
+      int k1 = k0 + qb < K ? k0 + qb : K;
       __m512 part[6][4];
 #pragma GCC unroll 6
       for (int r = 0; r < MR; r++)
@@ -318,7 +341,47 @@ T_AVX512 INLINE void mk512(const int MR, const int type, int K, const float *x, 
       }
 #pragma GCC unroll 4
       for (int j = 0; j < 4; j++) {
-        __m512 s = _mm512_loadu_ps(S + (size_t)kb * KNB + 16 * j);
+        __m512 s = _mm512_loadu_ps((const float *)S + (size_t)kb * KNB + 16 * j);
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; r++) acc[r][j] = _mm512_fmadd_ps(part[r][j], s, acc[r][j]);
+      }
+    }
+  } else if (type == KT_Q4) {
+    /* vpermps reads the low 4 bits of each index: the byte widened to 32
+    ** bits picks its low nibble's float as it is, its high nibble's after
+    ** a shift by 4 */
+    const __m512 lut = _mm512_setr_ps(-8.0f, -7.0f, -6.0f, -5.0f, -4.0f, -3.0f, -2.0f, -1.0f, 0.0f,
+                                      1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f);
+    const size_t rs = ldw / 2; /* bytes per panel row */
+    for (int k0 = 0, kb = 0; k0 < K; k0 += KQ4B, kb++) {
+      int k1 = k0 + KQ4B < K ? k0 + KQ4B : K;
+      __m512 part[6][4];
+#pragma GCC unroll 6
+      for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) part[r][j] = _mm512_setzero_ps();
+      for (int k = k0; k < k1; k++) {
+        const char *wr = (const char *)W + (size_t)k * rs;
+        if (pf == 1 && !(k & 1)) _mm_prefetch(wr + K_PREFETCH, _MM_HINT_T0); /* 2 rows a line */
+        if (pf == 2) pf_next(pbase, plen, pfn, pstep, k);
+        __m512i e0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)wr));
+        __m512i e1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(wr + 16)));
+        __m512 w0 = _mm512_permutexvar_ps(e0, lut), w1 = _mm512_permutexvar_ps(e1, lut);
+        __m512 w2 = _mm512_permutexvar_ps(_mm512_srli_epi32(e0, 4), lut);
+        __m512 w3 = _mm512_permutexvar_ps(_mm512_srli_epi32(e1, 4), lut);
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; r++) {
+          __m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + k]);
+          part[r][0] = _mm512_fmadd_ps(xb, w0, part[r][0]);
+          part[r][1] = _mm512_fmadd_ps(xb, w1, part[r][1]);
+          part[r][2] = _mm512_fmadd_ps(xb, w2, part[r][2]);
+          part[r][3] = _mm512_fmadd_ps(xb, w3, part[r][3]);
+        }
+      }
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; j++) {
+        __m512 s = _mm512_cvtph_ps(
+            _mm256_loadu_si256((const __m256i *)((const uint16_t *)S + (size_t)kb * KNB + 16 * j)));
 #pragma GCC unroll 6
         for (int r = 0; r < MR; r++) acc[r][j] = _mm512_fmadd_ps(part[r][j], s, acc[r][j]);
       }
@@ -379,11 +442,11 @@ T_AVX512 INLINE void mk512(const int MR, const int type, int K, const float *x, 
 ** Indexed [type][MR - 1][prefetch]; f32 with masked loads for ragged
 ** attention blocks separately. */
 typedef void (*Mk512Fn)(int K, const float *x, size_t ldx, const void *W, size_t ldw,
-                        const float *S, const __m512 *b, const __mmask16 *mk, long pfn, long pstep,
+                        const void *S, const __m512 *b, const __mmask16 *mk, long pfn, long pstep,
                         const char *pn, long pnb, const float *a0, float *y, size_t ldy, int epi);
 #define MK512_FN(T, MR, WF, PF)                                                                  \
   T_AVX512 __attribute__((noinline)) static void mk512_##T##_##MR##_##WF##_##PF(                 \
-      int K, const float *x, size_t ldx, const void *W, size_t ldw, const float *S,             \
+      int K, const float *x, size_t ldx, const void *W, size_t ldw, const void *S,              \
       const __m512 *b, const __mmask16 *mk, long pfn, long pstep, const char *pn, long pnb,       \
       const float *a0, float *y, size_t ldy, int epi) {                                          \
     mk512(MR, T, K, x, ldx, W, ldw, S, b, mk, WF, PF, pfn, pstep, pn, pnb, a0, y, ldy, epi);     \
@@ -398,10 +461,15 @@ MK512_TYPE(KT_F32)
 MK512_TYPE(KT_F16)
 MK512_TYPE(KT_BF16)
 MK512_TYPE(KT_Q8)
-MK512_FN(KT_Q8F, 1, 1, 2) MK512_FN(KT_Q8F, 2, 1, 2) MK512_FN(KT_Q8F, 3, 1, 2)
-MK512_FN(KT_Q8F, 4, 1, 2) MK512_FN(KT_Q8F, 5, 1, 2) MK512_FN(KT_Q8F, 6, 1, 2)
-static const Mk512Fn MK512_Q8F[6] = {mk512_KT_Q8F_1_1_2, mk512_KT_Q8F_2_1_2, mk512_KT_Q8F_3_1_2,
-                                     mk512_KT_Q8F_4_1_2, mk512_KT_Q8F_5_1_2, mk512_KT_Q8F_6_1_2};
+MK512_TYPE(KT_Q4)
+/* widened tiles of batched rows (blk_tiled_avx512) */
+#define MK512_TILE(T)                                                                            \
+  MK512_FN(T, 1, 1, 2) MK512_FN(T, 2, 1, 2) MK512_FN(T, 3, 1, 2) MK512_FN(T, 4, 1, 2)            \
+  MK512_FN(T, 5, 1, 2) MK512_FN(T, 6, 1, 2)                                                      \
+  static const Mk512Fn MK512_##T[6] = {mk512_##T##_1_1_2, mk512_##T##_2_1_2, mk512_##T##_3_1_2,  \
+                                       mk512_##T##_4_1_2, mk512_##T##_5_1_2, mk512_##T##_6_1_2};
+MK512_TILE(KT_Q8F)
+MK512_TILE(KT_Q4F)
 MK512_FN(KT_F32, 1, 0, 0)
 MK512_FN(KT_F32, 4, 0, 0)
 #define MK512_ROW(T)                                                                             \
@@ -411,57 +479,82 @@ MK512_FN(KT_F32, 4, 0, 0)
    {mk512_##T##_4_1_0, mk512_##T##_4_1_1, mk512_##T##_4_1_2},                                    \
    {mk512_##T##_5_1_0, mk512_##T##_5_1_1, mk512_##T##_5_1_2},                                    \
    {mk512_##T##_6_1_0, mk512_##T##_6_1_1, mk512_##T##_6_1_2}}
-static const Mk512Fn MK512[4][6][3] = {MK512_ROW(KT_F32), MK512_ROW(KT_F16), MK512_ROW(KT_BF16),
-                                       MK512_ROW(KT_Q8)};
+static const Mk512Fn MK512[5][6][3] = {MK512_ROW(KT_F32), MK512_ROW(KT_F16), MK512_ROW(KT_BF16),
+                                       MK512_ROW(KT_Q8), MK512_ROW(KT_Q4)};
 
-/* tile (kc, KNB) f32 = rows of a 16- or 8-bit panel chunk, widened exactly. */
+/* tile (kc, KNB) f32 = rows of a 16-, 8- or 4-bit panel chunk, widened
+** exactly (Q4: q, as mk512 unpacks it). */
 T_AVX512 static void widen512(int type, const void *src, int kc, float *tile) {
   const size_t n = (size_t)kc * KNB;
   if (type == KT_F16)
     for (size_t i = 0; i < n; i += 16) _mm512_store_ps(tile + i, ld512(KT_F16, src, i));
   else if (type == KT_BF16)
     for (size_t i = 0; i < n; i += 16) _mm512_store_ps(tile + i, ld512(KT_BF16, src, i));
-  else
+  else if (type == KT_Q8)
     for (size_t i = 0; i < n; i += 16) _mm512_store_ps(tile + i, ld512(KT_Q8, src, i));
+  else {
+    const __m512 lut = _mm512_setr_ps(-8.0f, -7.0f, -6.0f, -5.0f, -4.0f, -3.0f, -2.0f, -1.0f, 0.0f,
+                                      1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f);
+    for (int k = 0; k < kc; k++) {
+      const char *wr = (const char *)src + (size_t)k * (KNB / 2);
+      float *t = tile + (size_t)k * KNB;
+      __m512i e0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)wr));
+      __m512i e1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(wr + 16)));
+      _mm512_store_ps(t, _mm512_permutexvar_ps(e0, lut));
+      _mm512_store_ps(t + 16, _mm512_permutexvar_ps(e1, lut));
+      _mm512_store_ps(t + 32, _mm512_permutexvar_ps(_mm512_srli_epi32(e0, 4), lut));
+      _mm512_store_ps(t + 48, _mm512_permutexvar_ps(_mm512_srli_epi32(e1, 4), lut));
+    }
+  }
 }
 
 /* Batched rows over packed panels: rows in groups of up to K_CHUNK_ROWS;
 ** for each group, the panel in tiles of K_TILE rows; every row block of
 ** the group runs over the tile (from L1) and parks its chains in part
 ** until the next tile (exactly: a chain continued from memory is the same
-** chain). A 16- or 8-bit tile is widened to f32 first (the values are
-** exact, so F16/BF16 run the F32 chain and Q8 its own chain over f32 q).
-** Meanwhile the row blocks prefetch the next tile's source into L2, spread
-** evenly over them (pf_next), so DRAM streaming overlaps computing. */
+** chain). A 16-, 8- or 4-bit tile is widened to f32 first (the values are
+** exact, so F16/BF16 run the F32 chain, Q8 and Q4 their own chains over f32
+** q, Q4's f16 scales widened too). Meanwhile the row blocks prefetch the
+** next tile's source into L2, spread evenly over them (pf_next), so DRAM
+** streaming overlaps computing. */
 T_AVX512 static void blk_tiled_avx512(int M, int K, int type, const float *x, size_t ldx,
-                                      const void *W, const float *S, const __m512 *bv,
+                                      const void *W, const void *S, const __m512 *bv,
                                       const __mmask16 *mk, float *y, size_t ldy, int epi) {
-  const size_t es = type == KT_F32 ? 4 : type == KT_Q8 ? 1 : 2;
+  const size_t rb = panel_row_bytes(type); /* bytes per k of a panel */
   float part[K_CHUNK_ROWS * KNB] __attribute__((aligned(64)));
   float tile[K_TILE * KNB] __attribute__((aligned(64)));
+  float stile[K_TILE / KQ4B * KNB] __attribute__((aligned(64))); /* Q4 scales as f32 */
   for (int g0 = 0; g0 < M; g0 += K_CHUNK_ROWS) {
     const int gm = M - g0 < K_CHUNK_ROWS ? M - g0 : K_CHUNK_ROWS, lastg = g0 + gm == M;
     const int nb = gm / 6 + (gm % 6 != 0); /* row blocks, as split below */
     for (int k0 = 0; k0 < K; k0 += K_TILE) {
       const int kc = K - k0 < K_TILE ? K - k0 : K_TILE, first = k0 == 0, last = k0 + kc == K;
-      const char *src = (const char *)W + (size_t)k0 * KNB * es;
-      const long cbytes = (long)kc * KNB * (long)es;
+      const char *src = (const char *)W + (size_t)k0 * rb;
+      const long cbytes = (long)((size_t)kc * rb);
       /* the next tile's source follows this one (the next panel's first
       ** tile after the last; the same panel's first tile for a later row
       ** group is still in L2) */
-      const long nbytes = last && !lastg ? 0 : (long)K_TILE * KNB * (long)es;
+      const long nbytes = last && !lastg ? 0 : (long)(K_TILE * rb);
       const long span = (long)nb * kc;
       const long pstep = (((nbytes / 64) << 16) + span - 1) / span;
-      const void *Wt = src;
+      const void *Wt = src, *Sc = NULL;
       if (type != KT_F32) {
         widen512(type, src, kc, tile);
         Wt = tile;
       }
-      const float *Sc = S ? S + (size_t)(k0 / KQB) * KNB : NULL;
+      if (type == KT_Q8) Sc = (const float *)S + (size_t)(k0 / KQB) * KNB;
+      if (type == KT_Q4) {
+        const uint16_t *h = (const uint16_t *)S + (size_t)(k0 / KQ4B) * KNB;
+        for (int i = 0; i < (kc + KQ4B - 1) / KQ4B * KNB; i += 16)
+          _mm512_store_ps(stile + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + i))));
+        Sc = stile;
+      }
       for (int b = 0, r0 = 0, r1; r0 < gm; b++, r0 = r1) {
         r1 = r0 + (gm - r0 == 7 || gm - r0 == 8 ? 4 : gm - r0 < 6 ? gm - r0 : 6);
         const int mr = r1 - r0;
-        const Mk512Fn f = type == KT_Q8 ? MK512_Q8F[mr - 1] : MK512[KT_F32][mr - 1][2];
+        const Mk512Fn f = type == KT_Q8   ? MK512_KT_Q8F[mr - 1]
+                          : type == KT_Q4 ? MK512_KT_Q4F[mr - 1]
+                                          : MK512[KT_F32][mr - 1][2];
         float *pr = part + (size_t)r0 * KNB;
         const size_t row = (size_t)(g0 + r0);
         f(kc, x + row * ldx + k0, ldx, Wt, KNB, Sc, bv, mk, (long)b * kc, pstep, src + cbytes,
@@ -473,7 +566,7 @@ T_AVX512 static void blk_tiled_avx512(int M, int K, int type, const float *x, si
 }
 
 T_AVX512 static void blk_avx512(int M, int K, int N, int type, const float *x, size_t ldx,
-                                const void *W, size_t ldw, int wpad, const float *S,
+                                const void *W, size_t ldw, int wpad, const void *S,
                                 const float *b, float *y, size_t ldy, int epi) {
   __mmask16 mk[4];
   __m512 bv[4];
@@ -604,11 +697,14 @@ T_AVX2 INLINE __m256 ld256(const int type, const void *W, size_t i) {
   return _mm256_loadu_ps((const float *)W + i);
 }
 
-/* MR rows x 16 columns (two ymm); m0/m1: lanes of each ymm inside N. */
+/* MR rows x 16 columns (two ymm); m0/m1: lanes of each ymm inside N. S:
+** block scales (f32 for Q8, f16 for Q4) of the 16 columns. Q4: W points
+** at the group's 16 bytes of a panel row, hi: the columns are those
+** bytes' high nibbles (the group starts at column 32 or 48). */
 T_AVX2 INLINE void mk256(const int MR, const int type, int K, const float *x, size_t ldx,
-                         const void *W, size_t ldw, const float *S, __m256 b0, __m256 b1,
-                         __m256i m0, __m256i m1, const int wfull, int pf, float *y, size_t ldy,
-                         int epi, int live1) {
+                         const void *W, size_t ldw, const void *S, __m256 b0, __m256 b1,
+                         __m256i m0, __m256i m1, const int wfull, int pf, int hi, float *y,
+                         size_t ldy, int epi, int live1) {
   const size_t es = type == KT_F32 ? 4 : type == KT_Q8 ? 1 : 2; /* element bytes */
   __m256 a0[4], a1[4];
 #pragma GCC unroll 4
@@ -632,7 +728,41 @@ T_AVX2 INLINE void mk256(const int MR, const int type, int K, const float *x, si
           p1[r] = _mm256_fmadd_ps(xb, w1, p1[r]);
         }
       }
-      __m256 s0 = _mm256_loadu_ps(S + (size_t)kb * KNB), s1 = _mm256_loadu_ps(S + (size_t)kb * KNB + 8);
+      const float *Sk = (const float *)S + (size_t)kb * KNB;
+      __m256 s0 = _mm256_loadu_ps(Sk), s1 = _mm256_loadu_ps(Sk + 8);
+#pragma GCC unroll 4
+      for (int r = 0; r < MR; r++) {
+        a0[r] = _mm256_fmadd_ps(p0[r], s0, a0[r]);
+        a1[r] = _mm256_fmadd_ps(p1[r], s1, a1[r]);
+      }
+    }
+  } else if (type == KT_Q4) {
+    const __m256i lo4 = _mm256_set1_epi32(15), eight = _mm256_set1_epi32(8);
+    const size_t rs = ldw / 2; /* bytes per panel row */
+    for (int k0 = 0, kb = 0; k0 < K; k0 += KQ4B, kb++) {
+      int k1 = k0 + KQ4B < K ? k0 + KQ4B : K;
+      __m256 p0[4], p1[4];
+#pragma GCC unroll 4
+      for (int r = 0; r < MR; r++) p0[r] = p1[r] = _mm256_setzero_ps();
+      for (int k = k0; k < k1; k++) {
+        const char *wr = (const char *)W + (size_t)k * rs;
+        if (pf && !(k & 1)) _mm_prefetch(wr + K_PREFETCH, _MM_HINT_T0); /* 2 rows a line */
+        __m128i by = _mm_loadu_si128((const __m128i *)wr);
+        __m256i e0 = _mm256_cvtepu8_epi32(by), e1 = _mm256_cvtepu8_epi32(_mm_srli_si128(by, 8));
+        e0 = hi ? _mm256_srli_epi32(e0, 4) : _mm256_and_si256(e0, lo4);
+        e1 = hi ? _mm256_srli_epi32(e1, 4) : _mm256_and_si256(e1, lo4);
+        __m256 w0 = _mm256_cvtepi32_ps(_mm256_sub_epi32(e0, eight));
+        __m256 w1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(e1, eight));
+#pragma GCC unroll 4
+        for (int r = 0; r < MR; r++) {
+          __m256 xb = _mm256_broadcast_ss(x + (size_t)r * ldx + k);
+          p0[r] = _mm256_fmadd_ps(xb, w0, p0[r]);
+          p1[r] = _mm256_fmadd_ps(xb, w1, p1[r]);
+        }
+      }
+      const uint16_t *Sk = (const uint16_t *)S + (size_t)kb * KNB;
+      __m256 s0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)Sk));
+      __m256 s1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(Sk + 8)));
 #pragma GCC unroll 4
       for (int r = 0; r < MR; r++) {
         a0[r] = _mm256_fmadd_ps(p0[r], s0, a0[r]);
@@ -675,17 +805,17 @@ T_AVX2 INLINE void mk256(const int MR, const int type, int K, const float *x, si
 #define ROWS256(T, WF)                                                                       \
   do {                                                                                       \
     for (; r + 4 <= M; r += 4)                                                               \
-      mk256(4, T, K, x + r * ldx, ldx, Wc, ldw, Sc, b0, b1, m0, m1, WF, PF256, yc + r * ldy, ldy, epi, live1); \
+      mk256(4, T, K, x + r * ldx, ldx, Wc, ldw, Sc, b0, b1, m0, m1, WF, PF256, hi, yc + r * ldy, ldy, epi, live1); \
     switch (M - r) {                                                                         \
-      case 3: mk256(3, T, K, x + r * ldx, ldx, Wc, ldw, Sc, b0, b1, m0, m1, WF, PF256, yc + r * ldy, ldy, epi, live1); break; \
-      case 2: mk256(2, T, K, x + r * ldx, ldx, Wc, ldw, Sc, b0, b1, m0, m1, WF, PF256, yc + r * ldy, ldy, epi, live1); break; \
-      case 1: mk256(1, T, K, x + r * ldx, ldx, Wc, ldw, Sc, b0, b1, m0, m1, WF, PF256, yc + r * ldy, ldy, epi, live1); break; \
+      case 3: mk256(3, T, K, x + r * ldx, ldx, Wc, ldw, Sc, b0, b1, m0, m1, WF, PF256, hi, yc + r * ldy, ldy, epi, live1); break; \
+      case 2: mk256(2, T, K, x + r * ldx, ldx, Wc, ldw, Sc, b0, b1, m0, m1, WF, PF256, hi, yc + r * ldy, ldy, epi, live1); break; \
+      case 1: mk256(1, T, K, x + r * ldx, ldx, Wc, ldw, Sc, b0, b1, m0, m1, WF, PF256, hi, yc + r * ldy, ldy, epi, live1); break; \
       default: break;                                                                        \
     }                                                                                        \
   } while (0)
 
 T_AVX2 static void blk_avx2(int M, int K, int N, int type, const float *x, size_t ldx,
-                            const void *W, size_t ldw, int wpad, const float *S, const float *b,
+                            const void *W, size_t ldw, int wpad, const void *S, const float *b,
                             float *y, size_t ldy, int epi) {
   const size_t es = type == KT_F32 ? 4 : type == KT_Q8 ? 1 : 2; /* element bytes */
   for (int c = 0; c < N; c += 16) { /* 16-column groups of the <= 64-column block */
@@ -693,8 +823,12 @@ T_AVX2 static void blk_avx2(int M, int K, int N, int type, const float *x, size_
     int live1 = N - c > 8;
     __m256 b0 = b ? _mm256_maskload_ps(b + c, m0) : _mm256_setzero_ps();
     __m256 b1 = b && live1 ? _mm256_maskload_ps(b + c + 8, m1) : _mm256_setzero_ps();
-    const void *Wc = (const char *)W + (size_t)c * es;
-    const float *Sc = S ? S + c : NULL;
+    /* Q4: columns c..c+15 are nibbles of bytes (c & 31).., high ones from 32 */
+    const int hi = type == KT_Q4 && c >= 32;
+    const void *Wc = (const char *)W + (type == KT_Q4 ? (size_t)(c & 31) : (size_t)c * es);
+    const void *Sc = !S ? NULL
+                     : type == KT_Q4 ? (const void *)((const uint16_t *)S + c)
+                                     : (const void *)((const float *)S + c);
     float *yc = y + c;
     int r = 0;
     if (wpad || N - c >= 16) {
@@ -702,12 +836,13 @@ T_AVX2 static void blk_avx2(int M, int K, int N, int type, const float *x, size_
         case KT_F16: ROWS256(KT_F16, 1); break;
         case KT_BF16: ROWS256(KT_BF16, 1); break;
         case KT_Q8: ROWS256(KT_Q8, 1); break;
+        case KT_Q4: ROWS256(KT_Q4, 1); break;
         default: ROWS256(KT_F32, 1); break;
       }
     } else { /* ragged f32 */
       for (; r < M; r++)
-        mk256(1, KT_F32, K, x + r * ldx, ldx, Wc, ldw, Sc, b0, b1, m0, m1, 0, 0, yc + r * ldy, ldy,
-              epi, live1);
+        mk256(1, KT_F32, K, x + r * ldx, ldx, Wc, ldw, Sc, b0, b1, m0, m1, 0, 0, 0, yc + r * ldy,
+              ldy, epi, live1);
     }
   }
 }
@@ -815,7 +950,7 @@ const char *kpath_name(KPath p) {
 
 /* One block of N <= KNB columns. wpad: W rows readable over KNB columns. */
 static void blk(KPath path, int M, int K, int N, int type, const float *x, size_t ldx,
-                const void *W, size_t ldw, int wpad, const float *S, const float *b, float *y,
+                const void *W, size_t ldw, int wpad, const void *S, const float *b, float *y,
                 size_t ldy, int epi) {
 #if K_X86
   if (path == KPATH_AVX512) {
@@ -831,19 +966,22 @@ static void blk(KPath path, int M, int K, int N, int type, const float *x, size_
   blk_portable(M, K, N, type, x, ldx, W, ldw, S, b, y, ldy, epi);
 }
 
-static size_t type_size(int type) { return type == KT_F32 ? 4 : type == KT_Q8 ? 1 : 2; }
 static size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 static int n_kblocks(int K) { return (K + KQB - 1) / KQB; }
+static int n_q4blocks(int K) { return (K + KQ4B - 1) / KQ4B; }
 
 void k_matmul(KPath path, const KMat *W, const float *bias, int M, const float *x, size_t ldx,
               float *y, size_t ldy, KEpi epi, int p0, int p1) {
-  const size_t ps = (size_t)W->K * KNB * type_size(W->type); /* bytes per panel */
-  const size_t ss = (size_t)n_kblocks(W->K) * KNB;          /* Q8 scales per panel */
+  const size_t ps = (size_t)W->K * panel_row_bytes(W->type); /* bytes per panel */
+  const size_t ss = (size_t)n_kblocks(W->K) * KNB;            /* Q8 scales per panel */
+  const size_t hs = (size_t)n_q4blocks(W->K) * KNB;           /* Q4 scales per panel */
   for (int p = p0; p < p1; p++) {
     int n0 = p * KNB, nb = W->N - n0 < KNB ? W->N - n0 : KNB;
-    blk(path, M, W->K, nb, W->type, x, ldx, (const char *)W->w + (size_t)p * ps, KNB, 1,
-        W->scale ? W->scale + (size_t)p * ss : NULL, bias ? bias + n0 : NULL, y + n0, ldy,
-        (int)epi);
+    const void *S = W->scale    ? (const void *)(W->scale + (size_t)p * ss)
+                    : W->hscale ? (const void *)(W->hscale + (size_t)p * hs)
+                                : NULL;
+    blk(path, M, W->K, nb, W->type, x, ldx, (const char *)W->w + (size_t)p * ps, KNB, 1, S,
+        bias ? bias + n0 : NULL, y + n0, ldy, (int)epi);
   }
 }
 
@@ -912,8 +1050,9 @@ float k_sum16(KPath path, const float *x, int n) {
 
 size_t kmat_bytes(int type, int K, int N) {
   size_t np = ((size_t)N + KNB - 1) / KNB;
-  size_t b = round64(np * (size_t)K * KNB * type_size(type));
+  size_t b = round64(np * (size_t)K * panel_row_bytes(type));
   if (type == KT_Q8) b += round64(np * (size_t)n_kblocks(K) * KNB * sizeof(float));
+  if (type == KT_Q4) b += round64(np * (size_t)n_q4blocks(K) * KNB * sizeof(uint16_t));
   return b;
 }
 
@@ -923,9 +1062,9 @@ void kmat_init(KMat *m, int type, int K, int N, void *mem) {
   m->np = (N + KNB - 1) / KNB;
   m->type = type;
   m->w = mem;
-  m->scale = type == KT_Q8
-                 ? (const float *)((char *)mem + round64((size_t)m->np * K * KNB))
-                 : NULL;
+  char *after = (char *)mem + round64((size_t)m->np * K * panel_row_bytes(type));
+  m->scale = type == KT_Q8 ? (const float *)after : NULL;
+  m->hscale = type == KT_Q4 ? (const uint16_t *)after : NULL;
 }
 
 /* Store v (f32) as element i of m's panels (not Q8). */
@@ -947,14 +1086,56 @@ static void quant_block(KMat *m, int p, int j, int k0, int k1, const float *src,
   float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
   for (int k = k0; k < k1; k++) {
     float v = src ? rintf(src[(size_t)(k - k0) * ld] * inv) : 0.0f;
-    q[(size_t)k * KNB] = (int8_t)(v > 127.0f ? 127 : v < -127.0f ? -127 : (int)v);
+    q[(size_t)k * KNB] = (int8_t)(v > 127.0f ? 127 : v < -127.0f ? -127 : v == v ? (int)v : 0);
   }
   float *s = (float *)m->scale;
   s[((size_t)p * n_kblocks(m->K) + (size_t)(k0 / KQB)) * KNB + j] = amax / 127.0f;
 }
 
+/* Q4: quantize rows k0..k0+nk-1 (nk <= KQ4B, k0 a multiple of KQ4B) of
+** panel p, whose element (k0 + t, j) is src[t * sk + j * sj] for columns
+** j < nj; columns from nj on are padding (q = 0, scale 0). Writes the rows'
+** bytes and the block's scales (kernels.h, "PACKED WEIGHTS"). */
+static void quant_block4(KMat *m, int p, int k0, int nk, const float *src, size_t sk, size_t sj,
+                         int nj) {
+  uint8_t u[KQ4B][KNB]; /* q + 8 */
+  uint16_t *s = (uint16_t *)m->hscale + ((size_t)p * n_q4blocks(m->K) + (size_t)(k0 / KQ4B)) * KNB;
+  for (int j = 0; j < KNB; j++) {
+    float mx = 0.0f, amax = -1.0f; /* NaN is never > amax */
+    for (int t = 0; j < nj && t < nk; t++) {
+      float w = src[(size_t)t * sk + (size_t)j * sj], a = fabsf(w);
+      if (a > amax) {
+        amax = a;
+        mx = w;
+      }
+    }
+    s[j] = k_f32_to_f16(mx / -8.0f);
+    float sf = k_f16_to_f32(s[j]);
+    for (int t = 0; t < nk; t++) {
+      float v = j < nj && sf != 0.0f ? rintf(src[(size_t)t * sk + (size_t)j * sj] / sf) : 0.0f;
+      int q = v > 7.0f ? 7 : v < -8.0f ? -8 : v == v ? (int)v : 0;
+      u[t][j] = (uint8_t)(q + 8);
+    }
+  }
+  uint8_t *row = (uint8_t *)m->w + ((size_t)p * (size_t)m->K + (size_t)k0) * (KNB / 2);
+  for (int t = 0; t < nk; t++)
+    for (int j = 0; j < KNB / 2; j++)
+      row[(size_t)t * (KNB / 2) + (size_t)j] = (uint8_t)(u[t][j] | u[t][j + KNB / 2] << 4);
+}
+
 void kmat_pack_rows(KMat *m, const float *src, size_t lds, int k0, int k1) {
   const size_t ps = (size_t)m->K * KNB;
+  if (m->type == KT_Q4) {
+    for (int b0 = k0; b0 < k1; b0 += KQ4B) {
+      int nk = k1 - b0 < KQ4B ? k1 - b0 : KQ4B;
+      for (int p = 0; p < m->np; p++) {
+        int n0 = p * KNB;
+        quant_block4(m, p, b0, nk, src + (size_t)(b0 - k0) * lds + (size_t)n0, lds, 1,
+                     m->N - n0 < KNB ? m->N - n0 : KNB);
+      }
+    }
+    return;
+  }
   if (m->type == KT_Q8) {
     for (int b0 = k0; b0 < k1; b0 += KQB) {
       int b1 = b0 + KQB < k1 ? b0 + KQB : k1;
@@ -987,6 +1168,12 @@ void kmat_pack_cols(KMat *m, const float *src, size_t lds, int n0, int n1) {
   for (int p = n0 / KNB; p * KNB < n1; p++) {
     int c0 = p * KNB, nb = n1 - c0 < KNB ? n1 - c0 : KNB;
     int pad = nb < KNB && c0 + nb >= m->N; /* the matrix's last panel */
+    if (m->type == KT_Q4) { /* whole panel rows: the columns past nb are padding */
+      for (int b0 = 0; b0 < K; b0 += KQ4B)
+        quant_block4(m, p, b0, K - b0 < KQ4B ? K - b0 : KQ4B,
+                     src + (size_t)(c0 - n0) * lds + (size_t)b0, 1, lds, nb);
+      continue;
+    }
     if (m->type == KT_Q8) {
       for (int j = 0; j < (pad ? KNB : nb); j++)
         for (int b0 = 0; b0 < K; b0 += KQB)
@@ -1013,6 +1200,16 @@ void kmat_pack_cols(KMat *m, const float *src, size_t lds, int n0, int n1) {
 }
 
 void kmat_col(const KMat *m, int n, float *out) {
+  if (m->type == KT_Q4) {
+    const int j = n % KNB;
+    const uint8_t *b = (const uint8_t *)m->w + (size_t)(n / KNB) * m->K * (KNB / 2) + (j & 31);
+    const uint16_t *s = m->hscale + (size_t)(n / KNB) * n_q4blocks(m->K) * KNB + j;
+    for (int k = 0; k < m->K; k++) {
+      int u = j < 32 ? b[(size_t)k * (KNB / 2)] & 15 : b[(size_t)k * (KNB / 2)] >> 4;
+      out[k] = (float)(u - 8) * k_f16_to_f32(s[(size_t)(k / KQ4B) * KNB]);
+    }
+    return;
+  }
   const size_t i0 = (size_t)(n / KNB) * m->K * KNB + (size_t)(n % KNB);
   for (int k = 0; k < m->K; k++) row_f32(m->type, m->w, i0 + (size_t)k * KNB, 1, out + k);
   if (m->type == KT_Q8) {

@@ -32,11 +32,29 @@
 **   Element types: F32; F16 and BF16 (converted to f32 in registers, exactly,
 **   so the chain above is unchanged: W[k][n] is the 16-bit value); Q8: int8
 **   with one f32 scale per block of KQB rows and column, s[j][n] =
-**   max|W[k][n]| / 127 over the block, q = rint(W · 127 / max). For Q8 the
+**   max|W[k][n]| / 127 over the block, q = rint(W · 127 / max) (a NaN
+**   weight is ignored by the max and stored as q = 0; an infinite one makes
+**   its block's scale infinite, so that block column's products are NaN,
+**   as an f32 infinity would make them Inf or NaN). For Q8 the
 **   chain of an element is, per block j in increasing order,
 **       part = 0;  for k in block j:  part = fma(x[r][k], (float)q[k][n], part)
 **       acc  = fma(part, s[j][n], acc)
 **   again one fixed sequence for all M, threads and paths.
+**   Q4: 4-bit integers q in [-8, 7] with one IEEE f16 scale per block of
+**   KQ4B rows and column (sf = the scale widened to f32); the chain is Q8's
+**   with KQ4B-row blocks and sf in place of s. A panel row (64 columns) is
+**   32 bytes: byte j holds column j in its low nibble and column j + 32 in
+**   its high nibble, each nibble u standing for q = u - 8 (padding columns
+**   q = 0). The scales, (np, ceil(K/KQ4B), KNB) f16, follow the nibbles,
+**   64-byte aligned: 0.5 + 2/32 bytes per weight.
+**   Quantizing a block of column n: m = its element of largest |w| (the
+**   first in k order on ties, sign kept); s = f16(m / -8) (round to
+**   nearest even, saturating at ±65504); q = 0 when sf == 0, else
+**   clamp(rint(w / sf), -8, 7), so the extreme element gets -8 (unless s
+**   is an f16 subnormal, |m| < 2^-11, whose rounding can be coarser).
+**   Non-finite weights: a NaN is never the maximum and is stored as q = 0
+**   (as in Q8); an infinite one is the maximum, so the f16 scale saturates
+**   (q = -8 for it, finite values of its block mostly round to 0).
 */
 #ifndef GPT2_KERNELS_H
 #define GPT2_KERNELS_H
@@ -46,6 +64,7 @@
 
 #define KNB 64 /* panel width in columns (4 zmm, 8 ymm, 256 bytes of f32) */
 #define KQB 64 /* rows per Q8 scale block */
+#define KQ4B 32 /* rows per Q4 scale block */
 
 /* CPU paths, in order of preference. */
 typedef enum KPath { KPATH_PORTABLE = 0, KPATH_AVX2 = 1, KPATH_AVX512 = 2 } KPath;
@@ -58,15 +77,16 @@ typedef enum KEpi {
 } KEpi;
 
 /* Element type of packed panels. */
-typedef enum KType { KT_F32 = 0, KT_F16 = 1, KT_BF16 = 2, KT_Q8 = 3 } KType;
+typedef enum KType { KT_F32 = 0, KT_F16 = 1, KT_BF16 = 2, KT_Q8 = 3, KT_Q4 = 4 } KType;
 
 /* A packed weight matrix: y = x·W, W logically (K, N). */
 typedef struct KMat {
   int K, N;        /* logical shape */
   int np;          /* panels: ceil(N / KNB) */
   int type;        /* KType */
-  const void *w;   /* (np, K, KNB) elements of type */
+  const void *w;   /* (np, K, KNB) elements of type (Q4: (np, K, KNB/2) bytes) */
   const float *scale; /* Q8: (np, ceil(K/KQB), KNB) block scales; else NULL */
+  const uint16_t *hscale; /* Q4: (np, ceil(K/KQ4B), KNB) f16 block scales; else NULL */
 } KMat;
 
 /* ---- CPU-feature dispatch ---------------------------------------------- */
@@ -92,15 +112,16 @@ size_t kmat_bytes(int type, int K, int N);
 void kmat_init(KMat *m, int type, int K, int N, void *mem);
 /* Fill rows k0..k1-1 of W from f32 src (rows of W, row stride lds floats):
 ** W[k][n] = src[(k - k0) * lds + n], converted to the type (F16: round to
-** nearest even, saturating at ±65504; BF16: round to nearest even; Q8:
-** k0 and k1 on KQB boundaries or k1 = K). Pads columns past N with zeros. */
+** nearest even, saturating at ±65504; BF16: round to nearest even; Q8 / Q4:
+** k0 and k1 on KQB / KQ4B boundaries or k1 = K). Pads columns past N with
+** zeros. */
 void kmat_pack_rows(KMat *m, const float *src, size_t lds, int k0, int k1);
 /* Fill columns n0..n1-1 of W from src holding rows of Wᵀ (stride lds):
 ** W[k][n] = src[(n - n0) * lds + k] (the tied LM head: Wᵀ = wte (V, C)).
 ** n0 must be a multiple of KNB; when n1 < np*KNB is the matrix end the
 ** padding columns are zeroed. */
 void kmat_pack_cols(KMat *m, const float *src, size_t lds, int n0, int n1);
-/* out (K) = column n of W as f32 (the stored value; Q8: q·s), the
+/* out (K) = column n of W as f32 (the stored value; Q8: q·s; Q4: q·sf), the
 ** embedding lookup from the tied head. */
 void kmat_col(const KMat *m, int n, float *out);
 /* The project's one implementation of the 16-bit float conversions (the

@@ -167,10 +167,10 @@ static int check_tensor(const char *label, const Need *x, char *err, size_t errl
 }
 
 /* Rows of a packed tensor read per chunk: ~CHUNK_FLOATS, whole panels
-** (PACK_COLS) or whole Q8 scale blocks (PACK_ROWS, q8). */
+** (PACK_COLS) or whole scale blocks (PACK_ROWS, q8 / q4). */
 static size_t chunk_rows(const Need *x, int type) {
   size_t cols = (size_t)x->shape[1], step = CHUNK_FLOATS / cols;
-  size_t unit = x->kind == PACK_COLS ? KNB : type == KT_Q8 ? KQB : 1;
+  size_t unit = x->kind == PACK_COLS ? KNB : type == KT_Q8 ? KQB : type == KT_Q4 ? KQ4B : 1;
   step = step / unit * unit;
   return step ? step : unit;
 }
@@ -338,7 +338,8 @@ static int load_weights(Gpt2Model *m, const char *dir, int type, char *err, size
   return rc;
 }
 
-const char *const gpt2_weight_formats[] = {"f32", "f16", "bf16", "q8", NULL}; /* KType order */
+/* KType order */
+const char *const gpt2_weight_formats[] = {"f32", "f16", "bf16", "q8", "q4", NULL};
 
 static void model_free(Gpt2Model *m);
 
@@ -355,7 +356,7 @@ int model_load_opts(const char *dir, const Gpt2LoadOptions *o, Gpt2Model **out, 
   for (int i = 0; gpt2_weight_formats[i]; i++)
     if (strcasecmp(w, gpt2_weight_formats[i]) == 0) type = i;
   if (type < 0) {
-    char names[64] = ""; /* "f32, f16, bf16 or q8" */
+    char names[64] = ""; /* "f32, f16, bf16, q8 or q4" */
     for (int i = 0; gpt2_weight_formats[i]; i++)
       snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s",
                !i ? "" : gpt2_weight_formats[i + 1] ? ", " : " or ", gpt2_weight_formats[i]);

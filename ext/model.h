@@ -12,7 +12,7 @@
 **
 ** Weight storage: every matrix used in a product is packed once, at load,
 ** into the panel layout of kernels.h (KMat) in the chosen format (f32, f16,
-** bf16 or q8); vectors and wpe stay plain float32. The LM head is (C, V) =
+** bf16, q8 or q4); vectors and wpe stay plain float32. The LM head is (C, V) =
 ** wteᵀ packed; when it is tied (no lm_head.weight) wte exists only in that
 ** form and the embedding lookup reads a column of it, so the weights are
 ** held once. Loading reads the file in row chunks of a few MB straight into
@@ -91,11 +91,14 @@ typedef struct Gpt2LoadOptions {
                             nearest even (f16 saturates at ±65504), from
                             files of that dtype kept exactly;
                           "q8": int8 with an f32 scale per column and block
-                            of 64 rows (kernels.h), computed at load.
-                          16 and 8 bits hold half / a quarter of the f32
-                          bytes, and decoding, which reads every weight
-                          once a token, speeds up about as much (README,
-                          "Speed"). */
+                            of 64 rows (kernels.h), computed at load;
+                          "q4": 4-bit integers with an f16 scale per column
+                            and block of 32 rows (kernels.h), computed at
+                            load: 4.5 bits a weight.
+                          16, 8 and 4 bits hold about a half / a quarter /
+                          a seventh of the f32 bytes, and decoding, which
+                          reads every weight once a token, speeds up about
+                          as much (README, "Speed"). */
 } Gpt2LoadOptions;
 
 /* Load <dir>/config.json, <dir>/model.safetensors and the tokenizer files.

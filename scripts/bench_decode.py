@@ -13,9 +13,10 @@ Prints one markdown table:
     threads), prefill of a 512-token prompt (tok/s and GFLOP/s), batched
     decode (B sequences, one row each per step), load time and peak RSS;
   - OpenBLAS sgemm GFLOP/s on the prefill's four matrix shapes (M = 512);
-  - f16 / bf16 / q8 weights: decode tok/s, and against f32 along f32's
-    200-step greedy path: max and rms logit error, argmax agreement — on the
-    bench checkpoint and on a fan-in scaled one (see fanin_checkpoint);
+  - f16 / bf16 / q8 / q4 weights: decode tok/s and % of their roofline,
+    load time (best of 3), and against f32 along f32's 200-step greedy
+    path: max and rms logit error, argmax agreement — on the bench
+    checkpoint and on a fan-in scaled one (see fanin_checkpoint);
   - PyTorch: the same checkpoint loaded via numpy, hand-written forward with
     a KV cache, torch.set_num_threads(1) and (2).
 Numbers on shared machines are noisy: each figure is the best of a few runs.
@@ -37,6 +38,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 import clayout  # noqa: E402  (build/gpt2_internal.so and the C structs, for Engine)
 BENCH = os.path.join(ROOT, "build", "bench")
 PROMPT = [464, 3290, 318, 257, 922, 286, 262, 1110]  # 8 tokens
+FORMATS = ["f32", "f16", "bf16", "q8", "q4"]  # gpt2_weight_formats (KType order)
+LOW = FORMATS[1:]  # compared against f32
 
 HELPER_C = r"""
 #include <cblas.h>
@@ -196,14 +199,14 @@ def fanin_checkpoint(shape, vocab_from):
 
 
 def accuracy(d, V, n=200):
-    """Logit error of f16 / bf16 / q8 against f32 along f32's greedy path of
-    n steps (teacher forced), and how often their argmax agrees."""
+    """Logit error of f16 / bf16 / q8 / q4 against f32 along f32's greedy
+    path of n steps (teacher forced), and how often their argmax agrees."""
     e = Engine(d, V)
     toks = PROMPT + e.decode_from(PROMPT, n)
     ref = e.logits(toks)
     e.close()
     out = {}
-    for w in ("f16", "bf16", "q8"):
+    for w in LOW:
         e = Engine(d, V, w)
         lg = e.logits(toks)
         e.close()
@@ -233,7 +236,7 @@ def helper():
 
 
 class Engine:
-    """The extension's C API (ctypes, build/gpt2_internal.so); weights: f32, f16, bf16, q8."""
+    """The extension's C API (ctypes, build/gpt2_internal.so); weights: one of FORMATS."""
 
     def __init__(self, d, V, weights="f32"):
         L = clayout.internal_lib()
@@ -276,7 +279,7 @@ class Engine:
         """Bytes one decode step reads: every packed matrix, the vectors."""
         C, Lr, V = cfg["n_embd"], cfg["n_layer"], cfg["vocab_size"]
         F = cfg.get("n_inner") or 4 * C
-        t = ["f32", "f16", "bf16", "q8"].index(self.weights)
+        t = FORMATS.index(self.weights)
         kb = self.L.kmat_bytes
         mats = Lr * (kb(t, C, 3 * C) + kb(t, C, C) + kb(t, C, F) + kb(t, F, C)) + kb(t, C, V)
         return mats + 4 * (Lr * (9 * C + F) + 3 * C)
@@ -429,6 +432,16 @@ print(json.dumps({'tok_s': n_tok / dt, 'toks': toks}))
 """
 
 
+def load_secs(d, V, w, reps=3):
+    """Seconds of model_load_opts in format w (page cache warm), best of reps."""
+    best = float("inf")
+    for _ in range(reps):
+        e = Engine(d, V, w)
+        best = min(best, e.load_s)
+        e.close()
+    return best
+
+
 def torch_decode(d, n_tok, threads):
     r = subprocess.run([sys.executable, "-c", TORCH, d, str(n_tok), str(threads)],
                        capture_output=True, text=True)
@@ -477,7 +490,7 @@ def main():
     # Measurements of one kind are interleaved rep by rep (bandwidth with
     # decode, sgemm with prefill), so a busy spell hits both; best of reps.
     eng = Engine(d, V)
-    engines = {w: Engine(d, V, w) for w in ("f16", "bf16", "q8")}
+    engines = {w: Engine(d, V, w) for w in LOW}
     log(f"bandwidth / decode ({eng.kernel}) ...")
     bw, dec, toks, low = {1: 0, 2: 0}, {1: 0, 2: 0}, {}, {w: 0 for w in engines}
     for _ in range(a.reps):
@@ -492,6 +505,8 @@ def main():
     low = {w: (v, engines[w].step_bytes(cfg)) for w, v in low.items()}
     for e in engines.values():
         e.close()
+    log("load time per format ...")
+    low_load = {w: load_secs(d, V, w) for w in LOW}
 
     log("sgemm / prefill ...")
     shapes = [(512, C, 3 * C), (512, C, C), (512, C, F), (512, F, C)]
@@ -542,9 +557,9 @@ def main():
     ]
     for w, (tok_s, sb) in low.items():
         r = bw[2] * 1e9 / sb
-        rows.append((f"ours: decode {w}, 2 threads ({sb / 1e6:.0f} MB per token)",
+        rows.append((f"ours: decode {w}, 2 threads ({sb / 1e6:.0f} MB per token); load",
                      f"{tok_s:.1f} tok/s = {tok_s / dec[2]:.2f}x f32 ({tok_s / r:.0%} of its "
-                     f"roofline {r:.0f} tok/s)"))
+                     f"roofline {r:.0f} tok/s); load {low_load[w]:.2f} s (f32: {load_s:.2f} s)"))
     for name, res in acc.items():
         for w, (emax, erms, agree) in res.items():
             rows.append((f"{w} vs f32, {name} checkpoint, 200 greedy steps: max logit error / "

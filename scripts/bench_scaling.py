@@ -6,7 +6,7 @@ tokenizer's speed, all measured in one run.
     /usr/bin/python3 scripts/bench_scaling.py [--shapes 124M,355M,774M,1.5B]
 
 For each shape (random weights, F32 file, cached under build/bench/) and each
-in-memory format (gpt2_load's weights option: f32, f16, q8), on 2 threads:
+in-memory format (gpt2_load's weights option: f32, f16, q8, q4), on 2 threads:
   - decode, prompt 8: tok/s of 32 greedy single-row steps after an 8-token
     prompt (position ~8-40);
   - decode near position 1000: tok/s of 16 steps after a 992-token prompt
@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_decode as bd  # noqa: E402  (Engine, checkpoint, the bandwidth helper)
 import bench_tokenizer as bt  # noqa: E402  (english_text)
 
-FORMATS = ("f32", "f16", "q8")
+FORMATS = ("f32", "f16", "q8", "q4")
 
 
 def decode_at(eng, n_prompt, n_steps):

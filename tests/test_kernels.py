@@ -17,10 +17,10 @@ as one row of a batched call, after prefix reuse, with 1 or 2 threads, or
 on any CPU path; greedy output through SQL is the same for every
 GPT2_THREADS / GPT2_KERNEL setting.
 
-16- and 8-bit weights (model_load_opts, weights = f16 / bf16 / q8): the
-packing is checked bit for bit against numpy / torch roundings and the
-documented Q8 quantization, products against a float64 reference on the
-same rounded weights, invariance as for f32, and end to end the logits
+16-, 8- and 4-bit weights (model_load_opts, weights = f16 / bf16 / q8 / q4):
+the packing is checked bit for bit against numpy / torch roundings and the
+documented Q8 / Q4 quantizations (Q4 in detail: tests/test_q4.py),
+products against a float64 reference on the same rounded weights, invariance as for f32, and end to end the logits
 against tests/reference.py run on the rounded weights (2e-4: float32
 arithmetic only; logits here reach |8|).
 """
@@ -36,9 +36,9 @@ from make_checkpoint import write_checkpoint
 import reference
 
 PATHS = ["portable", "avx2", "avx512"]
-TYPES = ["f32", "f16", "bf16", "q8"]  # KType order
+TYPES = ["f32", "f16", "bf16", "q8", "q4"]  # KType order
 STORE, ADD, GELU = 0, 1, 2
-KQB = 64
+KQB, KQ4B = 64, 32  # kernels.h: rows per Q8 / Q4 scale block
 F32P = ctypes.POINTER(ctypes.c_float)
 
 
@@ -122,7 +122,7 @@ class Packed:
             for n0 in range(0, N, 128):
                 n1 = min(N, n0 + 128)
                 lib.kmat_pack_cols(ctypes.byref(self.m), fp(WT[n0:]), K, n0, n1)
-        else:  # in chunks of two scale blocks, as the loader does
+        else:  # in chunks of 128 rows (whole scale blocks), as the loader does
             Wc = np.ascontiguousarray(W)
             for k0 in range(0, K, 2 * KQB):
                 lib.kmat_pack_rows(ctypes.byref(self.m), fp(Wc[k0:]), N, k0, min(K, k0 + 2 * KQB))
@@ -268,6 +268,40 @@ def q8_dequant(W):
     return out
 
 
+def q4_quant(W):
+    """Documented Q4 (kernels.h), independently: per column and block of
+    KQ4B rows, m = the element of largest |w| (first on ties, NaN never),
+    s = f16(m / -8) rounded to nearest even and saturating, sf = s widened,
+    q = 0 when sf == 0 else clip(rint(w / sf), -8, 7), NaN -> 0. Returns
+    (q int8 (K, N), s as f16 bits uint16 (ceil(K/KQ4B), N))."""
+    W = np.asarray(W, np.float32)
+    K, N = W.shape
+    nkb = (K + KQ4B - 1) // KQ4B
+    q = np.zeros((K, N), np.int8)
+    s = np.zeros((nkb, N), np.uint16)
+    cols = np.arange(N)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        for b in range(nkb):
+            blk = W[b * KQ4B:(b + 1) * KQ4B]
+            a = np.where(np.isnan(blk), np.float32(-1), np.abs(blk))
+            m = blk[a.argmax(axis=0), cols]  # argmax: the first of equal maxima
+            m = np.where(np.isnan(m), np.float32(0), m).astype(np.float32)
+            h = np.clip(m / np.float32(-8), -65504, 65504).astype(np.float16)
+            sf = h.astype(np.float32)
+            v = np.rint(blk / sf)
+            v = np.where((sf == 0) | np.isnan(v), 0, np.clip(v, -8, 7))
+            q[b * KQ4B:(b + 1) * KQ4B] = v.astype(np.int8)
+            s[b] = h.view(np.uint16)
+    return q, s
+
+
+def q4_dequant(W):
+    """The stored Q4 values q * sf (float32)."""
+    q, s = q4_quant(W)
+    sf = np.repeat(s.view(np.float16).astype(np.float32), KQ4B, axis=0)[:W.shape[0]]
+    return (q.astype(np.float32) * sf).astype(np.float32)
+
+
 def rounded(W, wtype):
     if wtype == "f16":
         return np.clip(W, -65504, 65504).astype(np.float16).astype(np.float32)
@@ -275,7 +309,16 @@ def rounded(W, wtype):
         return bf16_round(W)
     if wtype == "q8":
         return q8_dequant(W)
+    if wtype == "q4":
+        return q4_dequant(W)
     return W
+
+
+def chain_bound(K, wtype, x64, Wd, b):
+    """|error| bound of the float32 chain against float64 on the stored
+    weights: one rounding per k, plus (Q8 / Q4) two per scale block."""
+    nb = {"q8": K // KQB + 1, "q4": K // KQ4B + 1}.get(wtype, 0)
+    return (K + 2 * nb) * 2.0 ** -23 * (np.abs(x64) @ np.abs(Wd) + np.abs(b))
 
 
 def test_half_conversions(lib):
@@ -335,7 +378,7 @@ def test_kpath_parse_and_no_environment(lib, paths, monkeypatch):
         lib.scratch_free(s)
 
 
-@pytest.mark.parametrize("wtype", ["f16", "bf16", "q8"])
+@pytest.mark.parametrize("wtype", ["f16", "bf16", "q8", "q4"])
 def test_typed_matmul(lib, sc, paths, wtype):
     rng = np.random.default_rng(11)
     for K, N in [(3, 5), (100, 130), (257, 64), (128, 200)]:
@@ -347,8 +390,7 @@ def test_typed_matmul(lib, sc, paths, wtype):
         x = rand(rng, 70, K)
         x64 = x.astype(np.float64)
         ref = x64 @ Wd.astype(np.float64) + b
-        # Q8 adds one rounding per scale block (part * s)
-        bound = (K + 2 * (K // KQB + 1)) * 2.0 ** -23 * (np.abs(x64) @ np.abs(Wd) + np.abs(b))
+        bound = chain_bound(K, wtype, x64, Wd, b)
         full = matmul(lib, sc, "portable", 1, Wp, b, x, STORE)
         assert np.all(np.abs(full - ref) <= bound + 1e-30), (wtype, K, N)
         for path in paths:
@@ -359,7 +401,7 @@ def test_typed_matmul(lib, sc, paths, wtype):
                                       full[r]), (wtype, path, r)
 
 
-@pytest.mark.parametrize("wtype,K", [("f32", 3000), ("f16", 4200), ("q8", 8300)])
+@pytest.mark.parametrize("wtype,K", [("f32", 3000), ("f16", 4200), ("q8", 8300), ("q4", 16500)])
 def test_k_chunked_panels_are_exact(lib, sc, paths, wtype, K):
     """Batches of rows run over tiles of 128 panel rows in groups of up to 64
     rows, the chains parked between tiles (16- and 8-bit tiles widened
@@ -377,7 +419,7 @@ def test_k_chunked_panels_are_exact(lib, sc, paths, wtype, K):
         if epi == STORE:
             Wd = rounded(W, wtype) if wtype != "f32" else W
             x64 = x.astype(np.float64)
-            bound = (K + 2 * (K // KQB + 1)) * 2.0 ** -23 * (np.abs(x64) @ np.abs(Wd) + np.abs(b))
+            bound = chain_bound(K, wtype, x64, Wd, b)
             assert np.all(np.abs(full - (x64 @ Wd.astype(np.float64) + b)) <= bound + 1e-30)
         for path in paths:
             for threads in (1, 2):
@@ -394,7 +436,7 @@ def typed_ckpt(tmp_path_factory):
     return d, cfg, w
 
 
-@pytest.mark.parametrize("wtype", ["f16", "bf16", "q8"])
+@pytest.mark.parametrize("wtype", ["f16", "bf16", "q8", "q4"])
 def test_typed_model(lib, paths, typed_ckpt, wtype):
     d, cfg, w = typed_ckpt
     V = cfg["vocab_size"]
@@ -426,9 +468,9 @@ def test_load_options_errors(lib, typed_ckpt):
     m, err = ctypes.c_void_p(), ctypes.create_string_buffer(512)
     o = LoadOptions(b"int4")
     assert lib.model_load_opts(d.encode(), ctypes.byref(o), ctypes.byref(m), err, 512) != 0
-    assert err.value == b"weights: unknown format 'int4'; use f32, f16, bf16 or q8"
+    assert err.value == b"weights: unknown format 'int4'; use f32, f16, bf16, q8 or q4"
     assert not m.value
-    for w in (None, b"", b"F32", b"Q8"):
+    for w in (None, b"", b"F32", b"Q8", b"Q4"):
         o = LoadOptions(w)
         assert lib.model_load_opts(d.encode(), ctypes.byref(o), ctypes.byref(m), err, 512) == 0
         lib.model_release(m)

@@ -153,14 +153,15 @@ def test_formats_close_to_f32(small):
 
 
 @pytest.mark.parametrize("value,msg", [
-    ("'q4'", "gpt2_load: argument 3 (weights) = 'q4' is not one of 'f32', 'f16', 'bf16', 'q8'"),
-    ("''", "gpt2_load: argument 3 (weights) = '' is not one of 'f32', 'f16', 'bf16', 'q8'"),
+    ("'q2'", "gpt2_load: argument 3 (weights) = 'q2' is not one of 'f32', 'f16', 'bf16', 'q8', "
+     "'q4'"),
+    ("''", "gpt2_load: argument 3 (weights) = '' is not one of 'f32', 'f16', 'bf16', 'q8', 'q4'"),
     ("'f32 '", "gpt2_load: argument 3 (weights) = 'f32 ' is not one of 'f32', 'f16', 'bf16', "
-     "'q8'"),
-    ("8", "gpt2_load: argument 3 (weights) must be TEXT, one of 'f32', 'f16', 'bf16', 'q8'; "
-     "got INTEGER"),
+     "'q8', 'q4'"),
+    ("8", "gpt2_load: argument 3 (weights) must be TEXT, one of 'f32', 'f16', 'bf16', 'q8', "
+     "'q4'; got INTEGER"),
     ("x'6638'", "gpt2_load: argument 3 (weights) must be TEXT, one of 'f32', 'f16', 'bf16', "
-     "'q8'; got BLOB"),
+     "'q8', 'q4'; got BLOB"),
 ])
 def test_bad_weights_value(small, value, msg):
     d, _ = small
