@@ -437,3 +437,15 @@ def test_errors(ck):
     # draft_tokens without a draft: checked, then unused
     assert gen(c, "a", max_tokens=3, draft_tokens=2) == gen(c, "a", max_tokens=3)
     c.close()
+
+
+def test_bench_script_runs():
+    """scripts/bench_speculative.py --quick: both parts on tiny shapes (no timing checked)."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, os.path.join(root, "scripts", "bench_speculative.py"),
+                        "--quick"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("plain decode") == 2
+    assert "noise 0.5 (q8)" in r.stdout and "draft q8" in r.stdout
