@@ -63,6 +63,9 @@ int spec_start(Gpt2Spec *s, Gpt2Gen *g, const Gpt2Model *draft, int k, char *err
     s->qv = malloc((size_t)V * sizeof *s->qv);
     s->row = malloc((size_t)V * sizeof *s->row);
     if (!s->pv || !s->qv || !s->row) return GPT2_NOMEM;
+    /* so that no pick allocates (picks run on the pool's threads) */
+    if (sampler_reserve(&s->samp, V, &g->p.sample) || sampler_reserve(&g->sampler, V, &g->p.sample))
+      return GPT2_NOMEM;
   }
   return GPT2_OK;
 }
@@ -128,9 +131,45 @@ static void push(Gpt2Spec *s, int id, const float *raw, int want_lp) {
   s->out[s->n_out++] = id;
 }
 
+/* Per-sequence work after a batched call, run on the pool's threads: each
+** sequence touches only its own state (RNG, samplers, processor copy). */
+typedef struct PickJob {
+  Gpt2Spec *const *ss;
+  const float *lg;  /* the call's wanted rows */
+  int *at;          /* (n) ss[i]'s first row in lg, -1 when it has none */
+  int *rc;          /* (n) status */
+  int j;            /* draft position (draft_one) */
+  int want_lp;      /* log-probabilities wanted (judge_one, resample_one) */
+} PickJob;
+
+/* Draft j of ss[i] from its row of the draft's logits. */
+static void draft_one(void *arg, int i) {
+  PickJob *job = arg;
+  if (job->at[i] < 0) return;
+  Gpt2Spec *s = job->ss[i];
+  Gpt2Gen *g = s->g;
+  int V = g->m->cfg.vocab_size, eos = g->m->cfg.eos_id, j = job->j, t;
+  const float *raw = job->lg + (size_t)job->at[i] * (size_t)V;
+  const float *lp = opt_apply(&s->os, g->p.opt, raw, V, eos, g->n_generated + j);
+  if (sampled(g)) {
+    int rc = sampler_probs(&s->samp, lp, V, &g->p.sample, s->qv);
+    t = rc ? -1 : sampler_draw(s->qv, V, &g->rng);
+    if (t >= 0) s->qd[j] = s->qv[t];
+  } else {
+    t = sampler_pick(&s->samp, lp, V, &g->p.sample, &g->rng, NULL);
+  }
+  if (t < 0) {
+    job->rc[i] = GPT2_NOMEM;
+    return;
+  }
+  s->draft[j] = t;
+  if (t == eos) s->kr = j + 1; /* nothing to draft after eos */
+  else opt_state_add(&s->os, g->p.opt, t);
+}
+
 /* The round's drafts: catch the draft up, then one batched draft call per
 ** draft position. */
-static int draft_steps(Gpt2Spec *const *ss, int n, char *err, size_t errlen) {
+static int draft_steps(Gpt2Spec *const *ss, int n, PickJob *job, char *err, size_t errlen) {
   const Gpt2Model *d = ss[0]->d;
   Gpt2Gen *g0 = ss[0]->g;
   int V = d->cfg.vocab_size, rc = GPT2_OK, kmax = 0;
@@ -169,30 +208,15 @@ static int draft_steps(Gpt2Spec *const *ss, int n, char *err, size_t errlen) {
     float *lg = rc ? NULL : scratch_out(g0->sc, (size_t)nw * (size_t)V);
     if (!rc && !lg) rc = GPT2_NOMEM;
     if (!rc) rc = forward(g0, d, r.n, r.ids, r.seqs, r.want, lg, err, errlen);
-    int w = 0;
-    for (int i = 0; !rc && i < n; i++) {
-      Gpt2Spec *s = ss[i];
-      Gpt2Gen *g = s->g;
-      if (s->kr <= j) continue;
-      const float *raw = lg + (size_t)w++ * (size_t)V;
-      int eos = g->m->cfg.eos_id;
-      const float *lp = opt_apply(&s->os, g->p.opt, raw, V, eos, g->n_generated + j);
-      int t;
-      if (sampled(g)) {
-        rc = sampler_probs(&s->samp, lp, V, &g->p.sample, s->qv);
-        t = rc ? -1 : sampler_draw(s->qv, V, &g->rng);
-        if (t >= 0) s->qd[j] = s->qv[t];
-      } else {
-        t = sampler_pick(&s->samp, lp, V, &g->p.sample, &g->rng, NULL);
-      }
-      if (t < 0) {
-        rc = rc ? rc : GPT2_NOMEM;
-        break;
-      }
-      s->draft[j] = t;
-      if (t == eos) s->kr = j + 1; /* nothing to draft after eos */
-      else opt_state_add(&s->os, g->p.opt, t);
+    for (int i = 0, w = 0; i < n; i++) {
+      job->at[i] = ss[i]->kr > j ? w++ : -1;
+      job->rc[i] = GPT2_OK;
     }
+    if (rc) break;
+    job->lg = lg;
+    job->j = j;
+    scratch_parallel(g0->sc, n, draft_one, job);
+    for (int i = 0; !rc && i < n; i++) rc = job->rc[i];
   }
 done:
   rows_free(&r);
@@ -263,6 +287,22 @@ static int resample(Gpt2Spec *s, const float *dl, int want_lp) {
   return GPT2_OK;
 }
 
+static void judge_one(void *arg, int i) {
+  PickJob *job = arg;
+  if (job->at[i] < 0) return;
+  Gpt2Spec *s = job->ss[i];
+  job->rc[i] = judge(s, job->lg + (size_t)job->at[i] * (size_t)s->g->m->cfg.vocab_size,
+                     job->want_lp);
+}
+
+static void resample_one(void *arg, int i) {
+  PickJob *job = arg;
+  if (job->at[i] < 0) return;
+  Gpt2Spec *s = job->ss[i];
+  job->rc[i] = resample(s, job->lg + (size_t)job->at[i] * (size_t)s->g->m->cfg.vocab_size,
+                        job->want_lp);
+}
+
 /* One round for each of ss[0..n) (live, every token taken, last not fed). */
 static int round_batch(Gpt2Spec *const *ss, int n, int want_lp, char *err, size_t errlen) {
   Gpt2Gen *g0 = ss[0]->g;
@@ -284,7 +324,10 @@ static int round_batch(Gpt2Spec *const *ss, int n, int want_lp, char *err, size_
     if (s->dseq->n_pos > pos) seq_truncate(s->dseq, pos);
     opt_state_copy(&s->os, &g->os);
   }
-  rc = draft_steps(ss, n, err, errlen);
+  PickJob job = {.ss = ss, .want_lp = want_lp};
+  job.at = malloc(((size_t)n + 1) * sizeof *job.at);
+  job.rc = malloc(((size_t)n + 1) * sizeof *job.rc);
+  rc = job.at && job.rc ? draft_steps(ss, n, &job, err, errlen) : GPT2_NOMEM;
   /* verify: each sequence's k+1 rows in one call, several sequences a call */
   Rows r = {0};
   for (int i0 = 0, i1; !rc && i0 < n; i0 = i1) {
@@ -297,10 +340,14 @@ static int round_batch(Gpt2Spec *const *ss, int n, int want_lp, char *err, size_
     float *lg = rc ? NULL : scratch_out(g0->sc, (size_t)r.n * (size_t)V);
     if (!rc && !lg) rc = GPT2_NOMEM;
     if (!rc) rc = forward(g0, m, r.n, r.ids, r.seqs, r.want, lg, err, errlen);
-    for (int i = i0, at = 0; !rc && i < i1; i++) {
-      rc = judge(ss[i], lg + (size_t)at * (size_t)V, want_lp);
-      at += ss[i]->kr + 1;
+    for (int i = 0, at = 0; !rc && i < n; i++) {
+      job.at[i] = i >= i0 && i < i1 ? at : -1;
+      job.rc[i] = GPT2_OK;
+      if (i >= i0 && i < i1) at += ss[i]->kr + 1;
     }
+    job.lg = lg;
+    if (!rc) scratch_parallel(g0->sc, n, judge_one, &job);
+    for (int i = i0; !rc && i < i1; i++) rc = job.rc[i];
   }
   /* sampled rejections: the draft's row again, for q */
   if (!rc) {
@@ -314,10 +361,17 @@ static int round_batch(Gpt2Spec *const *ss, int n, int want_lp, char *err, size_
     float *lg = rc || !r.n ? NULL : scratch_out(g0->sc, (size_t)r.n * (size_t)V);
     if (!rc && r.n && !lg) rc = GPT2_NOMEM;
     if (!rc && r.n) rc = forward(g0, ss[0]->d, r.n, r.ids, r.seqs, r.want, lg, err, errlen);
-    for (int i = 0, w = 0; !rc && i < n; i++)
-      if (ss[i]->reject >= 0) rc = resample(ss[i], lg + (size_t)w++ * (size_t)V, want_lp);
+    for (int i = 0, w = 0; !rc && i < n; i++) {
+      job.at[i] = ss[i]->reject >= 0 ? w++ : -1;
+      job.rc[i] = GPT2_OK;
+    }
+    job.lg = lg;
+    if (!rc && r.n) scratch_parallel(g0->sc, n, resample_one, &job);
+    for (int i = 0; !rc && i < n; i++) rc = job.rc[i];
   }
   rows_free(&r);
+  free(job.at);
+  free(job.rc);
   /* keep what came out: the last token and every output but the final one */
   for (int i = 0; !rc && i < n; i++) {
     Gpt2Spec *s = ss[i];

@@ -33,6 +33,10 @@
 ** first token of a generation comes from the prompt's logits as without a
 ** draft.
 **
+** BATCHES: the per-sequence work between calls (picks, the rule) runs on
+** the scratch's threads (scratch_parallel); each sequence touches only its
+** own state, so the result does not depend on the batch or the threads.
+**
 ** COUNTERS (Gpt2Counters): draft_proposed += k and draft_accepted += the
 ** drafts kept, per round; verify_passes += 1 per round of each sequence.
 ** A round yields accepted + 1 tokens, or accepted ones only when an
@@ -69,9 +73,9 @@ typedef struct Gpt2Spec {
 } Gpt2Spec;
 
 /* Whether draft can draft for target: 0, or 1 with what differs written to
-** why ("vocab_size 400 vs 301", "eos token 5 vs 300", "token 17 is 'ab' vs
-** 'cd'"): the vocabulary size, the eos id and every token's bytes must
-** be equal. */
+** why, the draft's value first ("vocab_size 400 vs 301", "eos token 5 vs
+** 300", "token 17 is 'ab' vs 'cd'"): the vocabulary size, the eos id and
+** every token's bytes must be equal. */
 int spec_mismatch(const Gpt2Model *target, const Gpt2Model *draft, char *why, size_t n);
 
 /* Attach a draft to g (after gen_start / gen_prepare; g must outlive s):
