@@ -449,3 +449,20 @@ def test_bench_script_runs():
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("plain decode") == 2
     assert "noise 0.5 (q8)" in r.stdout and "draft q8" in r.stdout
+
+
+def test_kv_limit_counts_the_draft(ck):
+    """gpt2_complete: a live batch that fits kv_memory_limit alone does not
+    with its draft's caches (the tiny target takes 512 bytes a position, the
+    'wide' draft as much)."""
+    c = open_conn(ck)
+    c.execute("SELECT gpt2_set('kv_memory_limit', 1048576)")
+    ids = json.dumps(list(range(1, P)))
+    q = ("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 60) "
+         "SELECT x, json('%s') FROM n" % ids)
+    o = {"max_tokens": P, "batch_size": 60}
+    rows = c.execute("SELECT count(*) FROM gpt2_complete(?, ?)", (q, json.dumps(o))).fetchone()
+    assert rows == (60,)  # 60 x 24 positions x 512 bytes fit
+    m = err(c, "SELECT count(*) FROM gpt2_complete(?, ?)", q, json.dumps(dict(o, draft="wide")))
+    assert m.startswith("gpt2_complete: ") and "above the connection's kv_memory_limit (1048576)" in m
+    c.close()
