@@ -80,6 +80,7 @@ bench: deps vocab all build/gpt2_internal.so build/layouts.json
 	$(PYTHON) scripts/bench_complete.py
 	$(PYTHON) scripts/bench_score.py
 	$(PYTHON) scripts/bench_scaling.py
+	$(PYTHON) scripts/bench_speculative.py  # the 1.5B-shaped part with BENCH_SPEC_15B=1
 	$(MAKE) -s bench-dask
 
 .PHONY: demo bench

@@ -113,6 +113,27 @@ void opt_state_free(Gpt2OptState *s) {
   memset(s, 0, sizeof *s);
 }
 
+int opt_state_clone_init(Gpt2OptState *dst, const Gpt2OptState *src, int V) {
+  memset(dst, 0, sizeof *dst);
+  if (!src->work) return GPT2_OK;
+  dst->cap = src->cap;
+  dst->work = malloc((size_t)V * sizeof *dst->work);
+  dst->seen = malloc((size_t)(dst->cap + 1) * sizeof *dst->seen);
+  dst->gen_id = malloc((size_t)(dst->cap + 1) * sizeof *dst->gen_id);
+  dst->gen_cnt = malloc((size_t)(dst->cap + 1) * sizeof *dst->gen_cnt);
+  if (!dst->work || !dst->seen || !dst->gen_id || !dst->gen_cnt) return GPT2_NOMEM;
+  return GPT2_OK;
+}
+
+void opt_state_copy(Gpt2OptState *dst, const Gpt2OptState *src) {
+  if (!src->work || !dst->work) return;
+  memcpy(dst->seen, src->seen, (size_t)src->n_seen * sizeof *dst->seen);
+  memcpy(dst->gen_id, src->gen_id, (size_t)src->n_gen * sizeof *dst->gen_id);
+  memcpy(dst->gen_cnt, src->gen_cnt, (size_t)src->n_gen * sizeof *dst->gen_cnt);
+  dst->n_seen = src->n_seen;
+  dst->n_gen = src->n_gen;
+}
+
 int opt_stop_find(const Gpt2Options *o, const char *s, size_t n, size_t *at) {
   for (size_t i = 0; i < n; i++)
     for (int k = 0; k < o->n_stop; k++)

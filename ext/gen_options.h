@@ -73,6 +73,12 @@ void opt_state_add(Gpt2OptState *s, const Gpt2Options *o, int id);
 const float *opt_apply(Gpt2OptState *s, const Gpt2Options *o, const float *logits, int V,
                        int eos, int n_generated);
 void opt_state_free(Gpt2OptState *s);
+/* dst := an empty state with src's room (for opt_state_copy); GPT2_NOMEM. */
+int opt_state_clone_init(Gpt2OptState *dst, const Gpt2OptState *src, int V);
+/* dst := src's tokens (dst made by opt_state_clone_init from src). A
+** speculative round processes drafted tokens on such a copy, so the
+** generation's own state only ever holds tokens that came out. */
+void opt_state_copy(Gpt2OptState *dst, const Gpt2OptState *src);
 
 /* The earliest position in s[0..n) where a stop string starts and is
 ** complete: 1 and *at, or 0. */

@@ -220,6 +220,10 @@ static int take(Gpt2Gen *g, int id, int *tok) {
   return GPT2_OK;
 }
 
+int gen_take(Gpt2Gen *g, int id, int *tok) { return take(g, id, tok); }
+
+int gen_stopped(const Gpt2Gen *g, char *err, size_t errlen) { return stopped(&g->p, err, errlen); }
+
 static int pick(Gpt2Gen *g, int *tok, double *logprob) {
   return take(g, choose(g, logprob), tok);
 }

@@ -36,6 +36,9 @@ typedef struct Gpt2Counters {
   int64_t rows_computed;     /* token positions run through the model */
   int64_t tokens_generated;  /* tokens sampled */
   int64_t prefix_reused;     /* prompt positions taken from a cached prefix, not recomputed */
+  int64_t draft_proposed;    /* speculative decoding (speculate.h): tokens drafted */
+  int64_t draft_accepted;    /* drafted tokens the target accepted */
+  int64_t verify_passes;     /* target passes of one sequence after its first token */
 } Gpt2Counters;
 
 /* A remembered KV state and the tokens in it, for prompts that start the
@@ -140,6 +143,15 @@ int gen_next(Gpt2Gen *g, int *tok, double *logprob, char *err, size_t errlen);
 ** be NULL). */
 int gen_next_batch(Gpt2Gen *const *gs, int n, int *toks, double *logprobs, char *err,
                    size_t errlen);
+
+/* Take id (chosen by the caller, e.g. speculate.c) as the next token:
+** counters, processor state, stop rules, as gen_next does with its own
+** pick. *tok = id. GPT2_NOMEM when id < 0. */
+int gen_take(Gpt2Gen *g, int id, int *tok);
+
+/* Nonzero (and "interrupted" in err) when g's stop callback asks to stop:
+** asked before every forward call. */
+int gen_stopped(const Gpt2Gen *g, char *err, size_t errlen);
 
 /* Append tok's bytes (none for eos) to the pending buffer and move the part
 ** that ends on complete UTF-8 characters (everything, if flush) into text,

@@ -190,6 +190,35 @@ void sampler_free(Gpt2Sampler *s) {
   memset(s, 0, sizeof *s);
 }
 
+/* Steps 1-3 of a draw (sampler.h): s->key[0..*kept) the kept candidates in
+** rank order, s->w[0..*kept) their weights; the sum of the kept weights. */
+static double candidates(Gpt2Sampler *s, const float *logits, int V, const Gpt2SampleParams *p,
+                         int *kept_out) {
+  /* 1. candidates in rank order */
+  int n = p->top_k > 0 && p->top_k < V ? p->top_k : V;
+  top_keys(s, logits, V, n);
+  /* 2. weights at temperature, relative to the best logit */
+  double mx = clean(logits[key_id(s->key[0])]), T = p->temperature, z = 0;
+  for (int i = 0; i < n; i++) {
+    double w = mx == -INFINITY ? (i == 0) : exp(((double)clean(logits[key_id(s->key[i])]) - mx) / T);
+    s->w[i] = w == w ? w : 0; /* NaN (inf/inf) -> 0 */
+    z += s->w[i];
+  }
+  /* 3. nucleus: shortest prefix reaching top_p of the mass */
+  int kept = n;
+  if (p->top_p < 1) {
+    double target = p->top_p > 0 ? p->top_p * z : 0, cum = 0;
+    for (kept = 0; kept < n;) {
+      cum += s->w[kept++];
+      if (cum >= target) break;
+    }
+  }
+  double zk = 0;
+  for (int i = 0; i < kept; i++) zk += s->w[i];
+  *kept_out = kept;
+  return zk;
+}
+
 int sampler_pick(Gpt2Sampler *s, const float *logits, int V, const Gpt2SampleParams *p,
                  Gpt2Rng *rng, double *logprob) {
   if (V <= 0) return -1;
@@ -198,28 +227,9 @@ int sampler_pick(Gpt2Sampler *s, const float *logits, int V, const Gpt2SamplePar
     id = argmax(logits, V);
   } else {
     if (sampler_reserve(s, V, p)) return -1;
-    /* 1. candidates in rank order */
-    int n = p->top_k > 0 && p->top_k < V ? p->top_k : V;
-    top_keys(s, logits, V, n);
-    /* 2. weights at temperature, relative to the best logit */
-    double mx = clean(logits[key_id(s->key[0])]), T = p->temperature, z = 0;
-    for (int i = 0; i < n; i++) {
-      double w = mx == -INFINITY ? (i == 0) : exp(((double)clean(logits[key_id(s->key[i])]) - mx) / T);
-      s->w[i] = w == w ? w : 0; /* NaN (inf/inf) -> 0 */
-      z += s->w[i];
-    }
-    /* 3. nucleus: shortest prefix reaching top_p of the mass */
-    int kept = n;
-    if (p->top_p < 1) {
-      double target = p->top_p > 0 ? p->top_p * z : 0, cum = 0;
-      for (kept = 0; kept < n;) {
-        cum += s->w[kept++];
-        if (cum >= target) break;
-      }
-    }
+    int kept;
+    double zk = candidates(s, logits, V, p, &kept);
     /* 4. one uniform draw over the kept prefix */
-    double zk = 0;
-    for (int i = 0; i < kept; i++) zk += s->w[i];
     double u = rng_uniform(rng) * zk, cum = 0;
     int pick = 0;
     for (int i = 0; i < kept; i++) {
@@ -234,4 +244,37 @@ int sampler_pick(Gpt2Sampler *s, const float *logits, int V, const Gpt2SamplePar
   }
   if (logprob) *logprob = sampler_logprob(logits, V, id);
   return id;
+}
+
+int sampler_probs(Gpt2Sampler *s, const float *logits, int V, const Gpt2SampleParams *p,
+                  double *probs) {
+  if (V <= 0) return GPT2_ERROR;
+  memset(probs, 0, (size_t)V * sizeof *probs);
+  if (!(p->temperature > 0)) {
+    probs[argmax(logits, V)] = 1;
+    return GPT2_OK;
+  }
+  if (sampler_reserve(s, V, p)) return GPT2_NOMEM;
+  int kept;
+  double zk = candidates(s, logits, V, p, &kept);
+  if (!(zk > 0)) { /* cannot happen (the best candidate weighs 1); the first then */
+    probs[key_id(s->key[0])] = 1;
+    return GPT2_OK;
+  }
+  for (int i = 0; i < kept; i++) probs[key_id(s->key[i])] = s->w[i] / zk;
+  return GPT2_OK;
+}
+
+int sampler_draw(const double *w, int V, Gpt2Rng *rng) {
+  double z = 0;
+  for (int i = 0; i < V; i++) z += w[i] > 0 ? w[i] : 0;
+  double u = rng_uniform(rng) * z, cum = 0;
+  int pick = -1;
+  for (int i = 0; i < V; i++) {
+    if (!(w[i] > 0)) continue;
+    pick = i; /* fallback: the last with weight, for rounding */
+    cum += w[i];
+    if (cum > u) break;
+  }
+  return pick;
 }

@@ -1,6 +1,7 @@
 /*
 ** sampler.h — choosing the next token (owns: the seeded PRNG, greedy,
-** temperature, top-k and top-p). Same seed, same choices on any machine.
+** temperature, top-k and top-p, and the distributions they draw from).
+** Same seed, same choices on any machine.
 */
 #ifndef GPT2_SAMPLER_H
 #define GPT2_SAMPLER_H
@@ -57,6 +58,19 @@ int sampler_reserve(Gpt2Sampler *s, int V, const Gpt2SampleParams *p);
 ** so a different libm could, very rarely, flip a draw at a boundary). */
 int sampler_pick(Gpt2Sampler *s, const float *logits, int V,
                  const Gpt2SampleParams *p, Gpt2Rng *rng, double *logprob);
+
+/* The distribution sampler_pick draws from, as V probabilities in probs
+** (by id): kept candidates get w_i / (kept sum) of steps 1-3 above, the
+** rest 0; greedy (temperature <= 0) puts 1 on the argmax. For the
+** speculative accept/resample rule (speculate.h). GPT2_OK, GPT2_NOMEM. */
+int sampler_probs(Gpt2Sampler *s, const float *logits, int V, const Gpt2SampleParams *p,
+                  double *probs);
+
+/* One draw from weights w[0..V) (not necessarily normalized; entries <= 0
+** or NaN never drawn): one u = rng_uniform(), the first id (ascending)
+** whose cumulative weight exceeds u * (sum of w). -1 when no weight is
+** positive. */
+int sampler_draw(const double *w, int V, Gpt2Rng *rng);
 
 /* log softmax(logits)[id] in double (NaN counts as -inf), as sampler_pick
 ** reports it. */

@@ -15,6 +15,7 @@
 
 #include "common.h"
 #include "generate.h"
+#include "speculate.h"
 #include "tokenizer.h"
 
 #include <jansson.h>
@@ -72,6 +73,8 @@ typedef struct SqlGenArgs {
   int seeded;          /* a seed was given; else p.seed is random */
   int result_json;     /* 'result': 'json' */
   int64_t batch_size;  /* SQL_GEN_BATCH: the batch size (default SQL_DEFAULT_BATCH) */
+  char *draft;         /* 'draft': a loaded model's name (malloc'd), NULL when none */
+  int64_t draft_tokens; /* 'draft_tokens' (default SPEC_DEFAULT_DRAFT) */
 } SqlGenArgs;
 
 /* The arguments after the prompt (argno 2 on): either positional, as

@@ -373,6 +373,53 @@ int conn_gen_start(Gpt2Conn *c, const Gpt2Model *m, const char *fname, sqlite3 *
   return rc;
 }
 
+int conn_draft(const Gpt2Conn *c, const char *fname, const Gpt2Entry *e, const char *name,
+               const Gpt2Model **out, char *err, size_t errlen) {
+  *out = NULL;
+  if (!name) return GPT2_OK;
+  int idx = find_entry(c, name);
+  if (idx < 0) {
+    char names[256];
+    conn_names(c, names, sizeof names);
+    return gpt2_errorf(err, errlen, "%s: option 'draft' = \"%.64s\" is not a loaded model "
+                       "(loaded: %s); load it first with gpt2_load(dir, name)", fname, name, names);
+  }
+  const Gpt2Entry *d = &c->entries[idx];
+  if (!d->model)
+    return gpt2_errorf(err, errlen, "%s: option 'draft' = \"%.64s\" holds only a tokenizer "
+                       "(no model.safetensors); a draft must be a full checkpoint", fname, name);
+  char why[256];
+  if (spec_mismatch(e->model, d->model, why, sizeof why))
+    return gpt2_errorf(err, errlen, "%s: option 'draft' = \"%.64s\" has another vocabulary than "
+                       "the model '%.64s' it would draft for: %s (draft vs model)", fname, name,
+                       e->name, why);
+  *out = d->model;
+  return GPT2_OK;
+}
+
+double conn_draft_kv_bytes(const Gpt2Model *draft, int n_pos) {
+  int n = n_pos < draft->cfg.n_positions ? n_pos : draft->cfg.n_positions;
+  return (double)seq_bytes(draft, 1) * n;
+}
+
+int conn_spec_start(Gpt2Conn *c, const char *fname, Gpt2Gen *g, const Gpt2Model *draft, int k,
+                    Gpt2Spec *s, char *err, size_t errlen) {
+  char msg[GPT2_ERRLEN];
+  memset(s, 0, sizeof *s);
+  int pos = gen_positions(g->m, g->n_prompt, g->p.max_tokens);
+  double need = (double)seq_bytes(g->m, 1) * pos + conn_draft_kv_bytes(draft, pos);
+  if (need > (double)c->set.kv_memory_limit)
+    return gpt2_errorf(err, errlen,
+                       "%s: the KV caches of the model and its draft (%d positions each at most) "
+                       "need %.0f bytes, above the connection's kv_memory_limit (%lld); lower "
+                       "max_tokens or shorten the prompt, or raise the limit with "
+                       "gpt2_set('kv_memory_limit', bytes)",
+                       fname, pos, need, (long long)c->set.kv_memory_limit);
+  int rc = spec_start(s, g, draft, k, msg, sizeof msg);
+  if (rc == GPT2_ERROR) gpt2_errorf(err, errlen, "%s: %s", fname, msg);
+  return rc;
+}
+
 void conn_gen_finish(Gpt2Conn *c, Gpt2Gen *g) {
   if (g->m && g->seq && conn_prefix(c)) gen_save_prefix(g, &c->prefix, 1);
   gen_free(g);

@@ -17,6 +17,7 @@
 #include "generate.h"
 #include "model.h"
 #include "progress.h"
+#include "speculate.h"
 #include "tokenizer.h"
 #include "transformer.h"
 
@@ -125,6 +126,22 @@ int conn_table_disconnect(sqlite3_vtab *t);
 ** are worded for fname. Pair with conn_gen_finish, also after a failure. */
 int conn_gen_start(Gpt2Conn *c, const Gpt2Model *m, const char *fname, sqlite3 *db,
                    const IdVec *ids, Gpt2GenParams *p, Gpt2Gen *g, char *err, size_t errlen);
+/* The model the 'draft' option names (name; NULL: none, *out NULL) for
+** the target entry e: a loaded checkpoint with e's vocabulary (speculate.h,
+** spec_mismatch), else an error for fname naming the option, both models
+** and what differs. The model is the entry's: spec_start retains it. */
+int conn_draft(const Gpt2Conn *c, const char *fname, const Gpt2Entry *e, const char *name,
+               const Gpt2Model **out, char *err, size_t errlen);
+
+/* Bytes of KV cache a draft adds to a sequence of n_pos target positions. */
+double conn_draft_kv_bytes(const Gpt2Model *draft, int n_pos);
+
+/* spec_start for g (started with conn_gen_start) with k drafts a round,
+** after checking that the target's and the draft's caches together fit in
+** kv_memory_limit. Pair with spec_free, also after a failure. */
+int conn_spec_start(Gpt2Conn *c, const char *fname, Gpt2Gen *g, const Gpt2Model *draft, int k,
+                    Gpt2Spec *s, char *err, size_t errlen);
+
 /* Hand g's KV state to the prefix cache (when on), then free g. */
 void conn_gen_finish(Gpt2Conn *c, Gpt2Gen *g);
 

@@ -29,6 +29,8 @@ enum {
   K_PRESENCE,
   K_BIAS,
   K_MIN_TOKENS,
+  K_DRAFT,
+  K_DRAFT_TOKENS,
   K_RESULT,
   K_BATCH,
   N_KEYS
@@ -41,8 +43,8 @@ static const struct {
     {"max_tokens", 0},        {"temperature", 0},        {"top_k", 0},
     {"top_p", 0},             {"seed", 0},               {"stop", 0},
     {"repetition_penalty", 0}, {"frequency_penalty", 0}, {"presence_penalty", 0},
-    {"logit_bias", 0},        {"min_tokens", 0},         {"result", SQL_GEN_RESULT},
-    {"batch_size", SQL_GEN_BATCH},
+    {"logit_bias", 0},        {"min_tokens", 0},         {"draft", 0},
+    {"draft_tokens", 0},      {"result", SQL_GEN_RESULT}, {"batch_size", SQL_GEN_BATCH},
 };
 
 /* v as the message shows it: numbers as numbers, the rest as JSON. */
@@ -247,6 +249,16 @@ static int one_option(const Gpt2Config *cfg, int64_t cap, const char *fname, uns
       a->result_json = s[0] == 'j';
       return GPT2_OK;
     }
+    case K_DRAFT: {
+      const char *s = json_string_value(v);
+      if (!s || !*s)
+        return bad(err, errlen, fname, key, v, "must be the name of a loaded model (a string)");
+      free(a->draft);
+      if (!(a->draft = strdup(s))) return GPT2_NOMEM;
+      return GPT2_OK;
+    }
+    case K_DRAFT_TOKENS:
+      return opt_int(fname, key, v, 1, SPEC_MAX_DRAFT, &a->draft_tokens, err, errlen);
     default: /* K_BATCH */
       return opt_int(fname, key, v, 1, SQL_MAX_BATCH, &a->batch_size, err, errlen);
   }
@@ -287,6 +299,7 @@ int sql_gen_args(const Gpt2Config *cfg, int64_t cap, const char *fname, int argc
   memset(a, 0, sizeof *a);
   opt_init(&a->opt);
   a->batch_size = SQL_DEFAULT_BATCH;
+  a->draft_tokens = SPEC_DEFAULT_DRAFT;
   int n_gen = (keys & SQL_GEN_BATCH) && argc > 5 ? 5 : argc;
   sqlite3_value *o = argc > 0 ? argv[0] : NULL;
   int rc;
@@ -310,4 +323,8 @@ int sql_gen_args(const Gpt2Config *cfg, int64_t cap, const char *fname, int argc
   return rc;
 }
 
-void sql_gen_args_free(SqlGenArgs *a) { opt_free(&a->opt); }
+void sql_gen_args_free(SqlGenArgs *a) {
+  opt_free(&a->opt);
+  free(a->draft);
+  a->draft = NULL;
+}

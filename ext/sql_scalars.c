@@ -183,6 +183,19 @@ static void fn_info(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   bad |= json_object_set_new(k, "rows_computed", json_integer(n->rows_computed));
   bad |= json_object_set_new(k, "tokens_generated", json_integer(n->tokens_generated));
   bad |= json_object_set_new(k, "prefix_reused", json_integer(n->prefix_reused));
+  bad |= json_object_set_new(k, "draft_proposed", json_integer(n->draft_proposed));
+  bad |= json_object_set_new(k, "draft_accepted", json_integer(n->draft_accepted));
+  bad |= json_object_set_new(k, "verify_passes", json_integer(n->verify_passes));
+  /* derived; null before any speculative round */
+  bad |= json_object_set_new(k, "draft_acceptance",
+                             n->draft_proposed ? json_real((double)n->draft_accepted /
+                                                           (double)n->draft_proposed)
+                                               : json_null());
+  bad |= json_object_set_new(k, "tokens_per_pass",
+                             n->verify_passes ? json_real((double)(n->draft_accepted +
+                                                                   n->verify_passes) /
+                                                          (double)n->verify_passes)
+                                              : json_null());
   for (int i = 0; i < conn_n_settings(); i++)
     bad |= json_object_set_new(st, conn_setting_name(i), json_integer(conn_setting(c, i)));
   bad |= json_object_set_new(j, "counters", k);
@@ -390,13 +403,19 @@ static void fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   const Gpt2Settings *set = conn_settings(c);
   int rc = sql_gen_args(&e->model->cfg, set->max_tokens_limit ? set->max_tokens_limit : INT64_MAX,
                         fname, argc - 1, argv + 1, SQL_GEN_RESULT, &a, err, sizeof err);
+  const Gpt2Model *draft = NULL;
+  Gpt2Spec spec = {0};
+  if (!rc) rc = conn_draft(c, fname, e, a.draft, &draft, err, sizeof err);
   if (!rc) rc = prompt_arg(e, fname, argv[0], &ids, err, sizeof err);
   if (!rc)
     rc = conn_gen_start(c, e->model, fname, sqlite3_context_db_handle(ctx), &ids, &a.p, &g, err,
                         sizeof err);
+  if (!rc && draft)
+    rc = conn_spec_start(c, fname, &g, draft, (int)a.draft_tokens, &spec, err, sizeof err);
   while (!rc && !g.done) {
     int tok;
-    rc = gen_next(&g, &tok, NULL, msg, sizeof msg);
+    rc = draft ? spec_next(&spec, &tok, NULL, msg, sizeof msg)
+               : gen_next(&g, &tok, NULL, msg, sizeof msg);
     if (rc == GPT2_ERROR || rc == GPT2_INTERRUPTED) gpt2_errorf(err, sizeof err, "%s: %s", fname, msg);
     if (rc || tok < 0) break;
     rc = gen_take_text(&g, tok, g.done, &text);
@@ -411,6 +430,7 @@ static void fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     text.p = NULL;
   }
   buf_free(&text);
+  spec_free(&spec);
   conn_gen_finish(c, &g);
   sql_gen_args_free(&a);
   idvec_free(&ids);

@@ -62,6 +62,7 @@ typedef struct Job {
   sqlite3_value *key;    /* first query column, unchanged */
   sqlite3_value *prompt; /* second query column */
   Gpt2Gen gen;           /* started when the prompt is not NULL */
+  Gpt2Spec spec;         /* its draft, with the 'draft' option (until it ends) */
   int started;
   ByteBuf text;          /* completion so far */
   struct Job *next;      /* in the finished queue */
@@ -71,6 +72,7 @@ typedef struct CompleteCursor {
   sqlite3_vtab_cursor base; /* must be first */
   sqlite3_stmt *stmt;       /* the query; NULL once exhausted */
   const Gpt2Model *m;       /* model in use (the current one at xFilter), retained */
+  const Gpt2Model *draft;   /* the 'draft' option's model, retained; NULL when none */
   SqlGenArgs args;          /* generation arguments; a seed given: row k uses seed + k */
   sqlite3_int64 n_read;     /* query rows read */
   int batch;                /* slots */
@@ -108,6 +110,7 @@ static int completeOpen(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCur) {
 
 static void jobFree(Job *j) {
   if (!j) return;
+  spec_free(&j->spec);
   if (j->started) gen_free(&j->gen);
   sqlite3_value_free(j->key);
   sqlite3_value_free(j->prompt);
@@ -141,6 +144,8 @@ static void cursorReset(CompleteCursor *c) {
   idvec_free(&c->prev_ids);
   model_release(c->m);
   c->m = NULL;
+  model_release(c->draft);
+  c->draft = NULL;
   c->kv_live = 0;
   c->n_live = 0;
   c->n_read = 0;
@@ -252,6 +257,8 @@ static int fill(CompleteCursor *c, char *err, size_t errlen) {
     if (c->args.seeded) p.seed += (uint64_t)k;
     else p.seed = sql_random_seed();
     j->kv_need = gen_positions(c->m, (int)ids.n, p.max_tokens);
+    if (c->draft) /* the draft's cache, as target positions of as many bytes */
+      j->kv_need += (int)(conn_draft_kv_bytes(c->draft, j->kv_need) / (double)seq_bytes(c->m, 1)) + 1;
     /* A spare cache is charged what it holds; when that is over the cap,
     ** a fresh one of the right size is made instead. */
     Gpt2Seq *spare = c->n_spare ? c->spare[c->n_spare - 1] : NULL;
@@ -270,6 +277,10 @@ static int fill(CompleteCursor *c, char *err, size_t errlen) {
       if (spare) c->n_spare--; /* taken over, even on failure */
       if (rc == GPT2_ERROR)
         gpt2_errorf(err, errlen, "gpt2_complete: %s: %s", where, msg);
+      if (!rc && c->draft && !j->gen.done) {
+        rc = spec_start(&j->spec, &j->gen, c->draft, (int)c->args.draft_tokens, msg, sizeof msg);
+        if (rc == GPT2_ERROR) gpt2_errorf(err, errlen, "gpt2_complete: %s", msg);
+      }
     }
     if (rc == GPT2_INTERRUPTED) gpt2_errorf(err, errlen, "gpt2_complete: %s", msg);
     if (rc) {
@@ -297,9 +308,10 @@ static int fill(CompleteCursor *c, char *err, size_t errlen) {
 /* Run until at least one finished row is queued or all work is done. */
 static int advance(CompleteCursor *c, char *err, size_t errlen) {
   Gpt2Gen **gens = malloc((size_t)c->batch * sizeof *gens);
+  Gpt2Spec **specs = malloc((size_t)c->batch * sizeof *specs);
   int *toks = malloc((size_t)c->batch * sizeof *toks);
   int *who = malloc((size_t)c->batch * sizeof *who);
-  int rc = (!gens || !toks || !who) ? GPT2_NOMEM : GPT2_OK;
+  int rc = (!gens || !specs || !toks || !who) ? GPT2_NOMEM : GPT2_OK;
   while (!rc && !c->head) {
     rc = fill(c, err, errlen);
     if (rc || c->head) break;
@@ -307,11 +319,13 @@ static int advance(CompleteCursor *c, char *err, size_t errlen) {
     for (int s = 0; s < c->batch; s++)
       if (c->slots[s]) {
         who[n] = s;
+        specs[n] = &c->slots[s]->spec;
         gens[n++] = &c->slots[s]->gen;
       }
     if (!n) break; /* query exhausted, nothing live */
     char msg[GPT2_ERRLEN];
-    rc = gen_next_batch(gens, n, toks, NULL, msg, sizeof msg);
+    rc = c->draft ? spec_next_batch(specs, n, toks, NULL, msg, sizeof msg)
+                  : gen_next_batch(gens, n, toks, NULL, msg, sizeof msg);
     if (rc == GPT2_ERROR || rc == GPT2_INTERRUPTED) gpt2_errorf(err, errlen, "gpt2_complete: %s", msg);
     int64_t finished = 0, produced = 0;
     for (int i = 0; !rc && i < n; i++) {
@@ -324,6 +338,7 @@ static int advance(CompleteCursor *c, char *err, size_t errlen) {
         c->kv_live -= j->kv_need;
         c->n_live--;
         if (c->prev == j) c->prev = NULL; /* its state leaves with it */
+        spec_free(&j->spec);
         recycle_seq(c, j);
         enqueue(c, j);
       }
@@ -331,6 +346,7 @@ static int advance(CompleteCursor *c, char *err, size_t errlen) {
     if (c->progress) progress_add(c->progress, finished, produced);
   }
   free(gens);
+  free(specs);
   free(toks);
   free(who);
   return rc;
@@ -405,6 +421,10 @@ static int completeFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxS
   c->args.p.stop = sql_interrupted;
   c->args.p.stop_arg = vt->db;
   if (rc) return sql_vtab_error(cur->pVtab, rc, err);
+  const Gpt2Model *draft = NULL;
+  rc = conn_draft(conn, "gpt2_complete", e, c->args.draft, &draft, err, sizeof err);
+  if (rc) return sql_vtab_error(cur->pVtab, rc, err);
+  c->draft = model_retain(draft);
   int64_t batch = c->args.batch_size;
   /* Retained: the query runs user SQL between rows, which may unload or
   ** replace this model (gpt2_unload('default') in the query freed it under

@@ -49,6 +49,8 @@ enum {
 typedef struct StreamCursor {
   sqlite3_vtab_cursor base; /* must be first */
   Gpt2Gen gen;              /* generation state: KV cache, RNG, pending bytes */
+  Gpt2Spec spec;            /* its draft, when the 'draft' option names one */
+  int drafted;              /* spec is in use */
   SqlGenArgs args;          /* its parameters and options (gen points at them) */
   int started;              /* gen holds a started generation */
   sqlite3_int64 i;          /* current row number */
@@ -82,6 +84,8 @@ static int streamOpen(sqlite3_vtab *pVtab, sqlite3_vtab_cursor **ppCur) {
 
 /* Hand the KV state back to the connection's prefix cache, then free. */
 static void cursorReset(StreamCursor *c, Gpt2Conn *conn) {
+  spec_free(&c->spec);
+  c->drafted = 0;
   if (c->started) conn_gen_finish(conn, &c->gen);
   c->started = 0;
   sql_gen_args_free(&c->args);
@@ -102,7 +106,8 @@ static int step(StreamCursor *c, char *err, size_t errlen) {
   char msg[GPT2_ERRLEN];
   double lp;
   int tok;
-  int rc = gen_next(&c->gen, &tok, &lp, msg, sizeof msg);
+  int rc = c->drafted ? spec_next(&c->spec, &tok, &lp, msg, sizeof msg)
+                      : gen_next(&c->gen, &tok, &lp, msg, sizeof msg);
   if (rc) {
     gpt2_errorf(err, errlen, "gpt2_stream: %s", msg);
     return rc;
@@ -171,6 +176,8 @@ static int streamFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr
   const Gpt2Settings *set = conn_settings(conn);
   int rc = sql_gen_args(&e->model->cfg, set->max_tokens_limit ? set->max_tokens_limit : INT64_MAX,
                         "gpt2_stream", N_ARGS - 1, args + 1, 0, &c->args, err, sizeof err);
+  const Gpt2Model *draft = NULL;
+  if (!rc) rc = conn_draft(conn, "gpt2_stream", e, c->args.draft, &draft, err, sizeof err);
   if (!rc)
     rc = sql_prompt(e->tok, e->model->cfg.vocab_size, "gpt2_stream", "argument 1 (prompt)",
                     args[0], &ids, err, sizeof err);
@@ -178,6 +185,11 @@ static int streamFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr
     c->started = 1;
     rc = conn_gen_start(conn, e->model, "gpt2_stream", ((Gpt2Table *)cur->pVtab)->db, &ids,
                         &c->args.p, &c->gen, err, sizeof err);
+  }
+  if (!rc && draft) {
+    c->drafted = 1;
+    rc = conn_spec_start(conn, "gpt2_stream", &c->gen, draft, (int)c->args.draft_tokens,
+                         &c->spec, err, sizeof err);
   }
   idvec_free(&ids);
   if (!rc && !c->gen.done) rc = step(c, err, sizeof err);

@@ -446,7 +446,7 @@ G = "SELECT gpt2_generate('a', ?)"
 @pytest.mark.parametrize("opts,msg", [
     ({"max_tokenz": 3}, "gpt2_generate: unknown option 'max_tokenz'; the options are max_tokens, "
      "temperature, top_k, top_p, seed, stop, repetition_penalty, frequency_penalty, "
-     "presence_penalty, logit_bias, min_tokens, result"),
+     "presence_penalty, logit_bias, min_tokens, draft, draft_tokens, result"),
     ({"batch_size": 3}, "gpt2_generate: unknown option 'batch_size'"),
     ({"top_p": 1.5}, "gpt2_generate: option 'top_p' = 1.5 is out of range (0, 1]"),
     ({"top_p": 0}, "gpt2_generate: option 'top_p' = 0 is out of range (0, 1]"),
@@ -533,7 +533,7 @@ def test_function_specific_keys(conn, model):
     assert err(conn, "SELECT * FROM gpt2_stream('a', ?)", '{"result": "json"}').startswith(
         "gpt2_stream: unknown option 'result'; the options are max_tokens, ")
     assert err(conn, "SELECT * FROM gpt2_complete('SELECT 1, ''a''', ?)", '{"result": "json"}') \
-        .endswith("logit_bias, min_tokens, batch_size")
+        .endswith("logit_bias, min_tokens, draft, draft_tokens, batch_size")
     assert err(conn, "SELECT * FROM gpt2_complete('SELECT 1, ''a''', ?)", '{"batch_size": 0}') == \
         "gpt2_complete: option 'batch_size' = 0 is out of range [1, 256]"
     assert err(conn, "SELECT * FROM gpt2_stream('a', ?)", '{"top_p": 2}') == \
