@@ -4,7 +4,7 @@ gpt2_complete.
 
 Greedy: the output (text, ids, log-probabilities, n_tokens, finish_reason)
 equals the output without a draft, for every kind of draft — the target
-itself, its q8 and bf16 copies, differently seeded models of the same
+itself, its q8, q4 and bf16 copies, differently seeded models of the same
 vocabulary (one of another shape, one with a shorter context) —, prompt
 lengths up to the context end, processors and stop strings on.
 Sampling: seeded runs reproduce; the distribution of the first generated
@@ -97,6 +97,7 @@ def open_conn(ck):
     c.execute("SELECT gpt2_load(?, 'short')", (ck["short"],))
     c.execute("SELECT gpt2_load(?, 'q8', 'q8')", (ck["target"],))
     c.execute("SELECT gpt2_load(?, 'bf16', 'bf16')", (ck["target"],))
+    c.execute("SELECT gpt2_load(?, 'q4', 'q4')", (ck["target"],))
     c.execute("SELECT gpt2_load(?, 'perturbed')", (ck["perturbed"],))
     c.execute("SELECT gpt2_load(?)", (ck["target"],))  # 'default', current
     return c
@@ -109,7 +110,7 @@ def conn(ck):
     c.close()
 
 
-DRAFTS = ["default", "q8", "bf16", "perturbed", "other", "wide", "short"]
+DRAFTS = ["default", "q8", "q4", "bf16", "perturbed", "other", "wide", "short"]
 
 
 def counters(c):
@@ -263,7 +264,7 @@ def test_counters_null_before_any_round(ck):
 # sampling
 
 
-@pytest.mark.parametrize("draft", ["other", "q8", "default"])
+@pytest.mark.parametrize("draft", ["other", "q8", "q4", "default"])
 def test_seeded_sampling_reproducible(conn, draft):
     o = {"max_tokens": 20, "temperature": 1.2, "top_p": 0.95, "draft": draft, "draft_tokens": 4,
          "repetition_penalty": 1.2}
@@ -404,7 +405,7 @@ def test_errors(ck):
     c.execute("SELECT gpt2_use('default')")
     V = ck["V"]
     G = "SELECT gpt2_generate('a', ?)"
-    loaded = "other, wide, short, q8, bf16, perturbed, default, bigger, eos, swapped, tok"
+    loaded = "other, wide, short, q8, bf16, q4, perturbed, default, bigger, eos, swapped, tok"
     cases = [
         ({"draft": "nope"}, "gpt2_generate: option 'draft' = \"nope\" is not a loaded model "
          "(loaded: %s); load it first with gpt2_load(dir, name)" % loaded),

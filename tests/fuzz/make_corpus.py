@@ -152,6 +152,10 @@ def sql_seeds():
         '"frequency_penalty": 0.5, "presence_penalty": -0.5, "logit_bias": {"5": -100}, '
         '"min_tokens": 2, "result": "json", "temperature": 0.7, "seed": 1}'))
     yield c("gpt2_stream", a_text("The"), a_text('{"max_tokens": 5, "stop": "e"}'))
+    yield c("gpt2_generate", a_text("Once"), a_json(
+        '{"max_tokens": 6, "draft": "default", "draft_tokens": 3, "temperature": 0.8, "seed": 2}'))
+    yield c("gpt2_complete", a_text("SELECT 1, 'a' UNION ALL SELECT 2, 'b'"),
+            a_json('{"max_tokens": 4, "draft": "default", "draft_tokens": 2}'))
     yield c("gpt2_complete", a_text("SELECT 1, 'a' UNION ALL SELECT 2, 'b'"),
             a_json('{"max_tokens": 3, "batch_size": 2, "stop": "x"}')) + c("gpt2_progress")
     yield c("gpt2_score", a_text("the dog"), a_text("Once"))
