@@ -12,12 +12,20 @@ f32, drafted by
   - perturbed copies — the target's every tensor plus Gaussian noise of a
     few sizes times the tensor's own standard deviation —, held as q8,
     which make the agreement a dial.
+Part 1b, the same shape built as part 2's draft below (random embeddings,
+small blocks: BLOCK_SCALE), whose greedy choices have clear margins, so that its q8 and
+q4 copies agree with it often; drafted by itself, those copies and
+perturbed copies held as q4 (noise times each tensor's std: the dial).
+(On part 1's random checkpoint the logits are chaotic: even an f16 copy
+agrees with f32 on a minority of greedy steps, bench_decode.py.)
 Part 2 (--15b, or BENCH_SPEC_15B=1; writes ~6.5 GB and needs as much RAM),
 a 1.5B-shaped target (48 layers, 25 heads, n_embd 1600) drafted by a
 124M-shaped model, both constructed here so that they agree often:
   - the draft: the 124M shape, embeddings random (wte 0.2, wpe 1.0 as
     tests/make_checkpoint.py), every block's matrices random times a small
-    scale (BLOCK_SCALE), layer norms 1 / 0, biases 0;
+    scale (PAIR_BLOCK_SCALE: with 0.02, as part 1b, 48 random layers add up
+    to more than the embeddings and the pair agrees on ~2% of steps), layer
+    norms 1 / 0, biases 0;
   - the target: the draft's wte and wpe padded with zeros to n_embd 1600,
     ln_f weight 1 on the draft's 768 channels and 0 on the padding, blocks
     random times the same small scale.
@@ -47,6 +55,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 from make_checkpoint import write_checkpoint  # noqa: E402
 
 NOISES = [0.05, 0.2, 0.5]
+PAIR_BLOCK_SCALE = 0.002  # part 2: 48 layers of 0.02 would outweigh the embeddings
+STRUCT_NOISES = [0.1, 0.3, 1.0, 3.0]
 BLOCK_SCALE = 0.02
 PROMPT = "The meaning of life is"
 
@@ -144,10 +154,29 @@ def write_config(src, dst, L, H, C):
     return cfg
 
 
+def structured(vocab_src, shape, tag):
+    """A checkpoint built like part 2's draft (see the header): random
+    embeddings, small blocks; its greedy choices have clear margins."""
+    (L, H, C) = shape
+    d = os.path.join(BENCH_DIR, f"spec-structured-{tag}")
+    if os.path.exists(os.path.join(d, "model.safetensors")):
+        return d
+    cfg = write_config(vocab_src, d, L, H, C)
+    V, P = cfg["vocab_size"], cfg["n_positions"]
+    rng = np.random.default_rng(11)
+    wte = 0.2 * rng.standard_normal((V, C), np.float32)
+    wpe = 1.0 * rng.standard_normal((P, C), np.float32)
+    write_tensors(os.path.join(d, "model.safetensors"),
+                  gpt2_tensors(L, C, P, V, lambda a, b: wte[a:b], lambda a, b: wpe[a:b],
+                               lambda a, b: np.ones(C, np.float32), BLOCK_SCALE, rng))
+    return d
+
+
 def pair_15b(vocab_src, draft_shape, target_shape, tag):
     """(draft dir, target dir) of part 2 (see the header)."""
     (Ld, Hd, Cd), (Lt, Ht, Ct) = draft_shape, target_shape
-    dd, td = os.path.join(BENCH_DIR, f"spec-draft-{tag}"), os.path.join(BENCH_DIR, f"spec-target-{tag}")
+    dd = os.path.join(BENCH_DIR, f"spec-draft-{tag}-{PAIR_BLOCK_SCALE}")
+    td = os.path.join(BENCH_DIR, f"spec-target-{tag}-{PAIR_BLOCK_SCALE}")
     if os.path.exists(os.path.join(td, "model.safetensors")):
         return dd, td
     cfg = write_config(vocab_src, dd, Ld, Hd, Cd)
@@ -158,12 +187,12 @@ def pair_15b(vocab_src, draft_shape, target_shape, tag):
     wpe = 1.0 * rng.standard_normal((P, Cd), np.float32)
     write_tensors(os.path.join(dd, "model.safetensors"),
                   gpt2_tensors(Ld, Cd, P, V, lambda a, b: wte[a:b], lambda a, b: wpe[a:b],
-                               lambda a, b: np.ones(Cd, np.float32), BLOCK_SCALE, rng))
+                               lambda a, b: np.ones(Cd, np.float32), PAIR_BLOCK_SCALE, rng))
     pad = lambda x: (lambda a, b: np.pad(x[a:b], ((0, 0), (0, Ct - Cd))))
     lnf = np.concatenate([np.ones(Cd, np.float32), np.zeros(Ct - Cd, np.float32)])
     write_tensors(os.path.join(td, "model.safetensors"),
-                  gpt2_tensors(Lt, Ct, P, V, pad(wte), pad(wpe), lambda a, b: lnf, BLOCK_SCALE,
-                               rng))
+                  gpt2_tensors(Lt, Ct, P, V, pad(wte), pad(wpe), lambda a, b: lnf,
+                               PAIR_BLOCK_SCALE, rng))
     return dd, td
 
 
@@ -228,6 +257,26 @@ def part_124m(quick, n):
     conn.close()
 
 
+def part_structured(quick, n):
+    """The 124M shape built as part 2's draft: drafts of controlled agreement."""
+    vocab_src = os.path.join(BENCH_DIR, "spec-quick") if quick else checkpoint("124M")
+    d = structured(vocab_src, (2, 4, 64) if quick else (12, 12, 768), "quick" if quick else "124M")
+    print("124M-shaped target built with small blocks (f32); perturbed drafts held as q4"
+          if not quick else "tiny structured target (f32), --quick")
+    conn = connect()
+    drafts = ["default"]
+    for fmt in ("q8", "q4"):
+        conn.execute("SELECT gpt2_load(?, ?, ?)", (d, fmt, fmt))
+        drafts.append(fmt)
+    for noise in STRUCT_NOISES:
+        name = f"noise {noise} (q4)"
+        conn.execute("SELECT gpt2_load(?, ?, 'q4')", (perturbed(d, noise), name))
+        drafts.append(name)
+    conn.execute("SELECT gpt2_load(?)", (d,))
+    table(conn, n, drafts, [2, 4] if quick else [2, 4, 8])
+    conn.close()
+
+
 def part_15b(quick, n):
     vocab_src = os.path.join(BENCH_DIR, "spec-quick") if quick else checkpoint("124M")
     if quick:
@@ -235,12 +284,13 @@ def part_15b(quick, n):
         print("tiny draft / target pair, --quick")
     else:
         dd, td = pair_15b(vocab_src, (12, 12, 768), (48, 25, 1600), "15b")
-        print("1.5B-shaped target (f32), 124M-shaped draft (f32 and q8)")
+        print("1.5B-shaped target (f32), 124M-shaped draft (f32, q8 and q4)")
     conn = connect()
     conn.execute("SELECT gpt2_load(?, 'draft')", (dd,))
     conn.execute("SELECT gpt2_load(?, 'draft q8', 'q8')", (dd,))
+    conn.execute("SELECT gpt2_load(?, 'draft q4', 'q4')", (dd,))
     conn.execute("SELECT gpt2_load(?)", (td,))
-    table(conn, n, ["draft", "draft q8"], [2, 4] if quick else [4, 8])
+    table(conn, n, ["draft", "draft q8", "draft q4"], [2, 4] if quick else [4, 8])
     conn.close()
 
 
@@ -254,6 +304,7 @@ def main():
     n = a.tokens or (12 if a.quick else 128)
     os.makedirs(BENCH_DIR, exist_ok=True)
     part_124m(a.quick, n)
+    part_structured(a.quick, n)
     if a.big or a.quick or os.environ.get("BENCH_SPEC_15B") == "1":
         part_15b(a.quick, n)
     else:

@@ -441,15 +441,17 @@ def test_errors(ck):
 
 
 def test_bench_script_runs():
-    """scripts/bench_speculative.py --quick: both parts on tiny shapes (no timing checked)."""
+    """scripts/bench_speculative.py --quick: its three parts on tiny shapes (no timing
+    checked)."""
     import subprocess
     import sys
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     r = subprocess.run([sys.executable, os.path.join(root, "scripts", "bench_speculative.py"),
                         "--quick"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.count("plain decode") == 2
-    assert "noise 0.5 (q8)" in r.stdout and "draft q8" in r.stdout
+    assert r.stdout.count("plain decode") == 3
+    assert "noise 0.5 (q8)" in r.stdout and "noise 3.0 (q4)" in r.stdout
+    assert "draft q8" in r.stdout and "draft q4" in r.stdout
 
 
 def test_kv_limit_counts_the_draft(ck):
