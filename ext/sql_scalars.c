@@ -79,7 +79,7 @@ static void fn_version(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   sqlite3_result_text(ctx, GPT2_VERSION, -1, SQLITE_STATIC);
 }
 
-/* "'f32', 'f16', 'bf16', 'q8'" */
+/* "'f32', 'f16', 'bf16', 'q8', 'q4'" (gpt2_weight_formats) */
 static void weight_format_list(char *out, size_t n) {
   size_t k = 0;
   out[0] = 0;
