@@ -291,6 +291,28 @@ INLINE void pf_next(const char *base, long nbytes, long k0, long step, int k) {
   for (; l < l1 && 64 * l < nbytes; l++) _mm_prefetch(base + 64 * l, _MM_HINT_T1);
 }
 
+/* The 64 weights of panel row k as f32, exactly: 16-bit and 8-bit types
+** through ld512; Q4's 32-byte row by one table lookup per 16 lanes
+** (vpermps reads the low 4 bits of each index: the byte widened to 32 bits
+** picks its low nibble's float as it is, its high nibble's after a shift
+** by 4). Widened tiles (KT_Q8F, KT_Q4F) are f32. */
+T_AVX512 INLINE void ldrow512(const int type, const void *W, size_t ldw, int k, __m512 *w) {
+  if (type == KT_Q4) {
+    const __m512 lut = _mm512_setr_ps(-8.0f, -7.0f, -6.0f, -5.0f, -4.0f, -3.0f, -2.0f, -1.0f, 0.0f,
+                                      1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f);
+    const char *wr = (const char *)W + (size_t)k * (ldw / 2);
+    __m512i e0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)wr));
+    __m512i e1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(wr + 16)));
+    w[0] = _mm512_permutexvar_ps(e0, lut);
+    w[1] = _mm512_permutexvar_ps(e1, lut);
+    w[2] = _mm512_permutexvar_ps(_mm512_srli_epi32(e0, 4), lut);
+    w[3] = _mm512_permutexvar_ps(_mm512_srli_epi32(e1, 4), lut);
+    return;
+  }
+  const int t = type == KT_Q8F || type == KT_Q4F ? KT_F32 : type;
+  for (int j = 0; j < 4; j++) w[j] = ld512(t, W, (size_t)k * ldw + 16 * (size_t)j);
+}
+
 /* MR rows x 64 columns; mk: lanes of each zmm inside N; wfull: W rows are
 ** readable over all 64 columns (packed panels are zero-padded; always so
 ** for 16-, 8- and 4-bit types). S: block scales (nkb, KNB), f32 for Q8, f16
@@ -316,8 +338,10 @@ T_AVX512 INLINE void mk512(const int MR, const int type, int K, const float *x, 
 #pragma GCC unroll 4
     for (int j = 0; j < 4; j++)
       acc[r][j] = a0 ? _mm512_maskz_loadu_ps(mk[j], a0 + (size_t)r * KNB + 16 * j) : b[j];
-  if (type == KT_Q8 || type == KT_Q8F || type == KT_Q4F) {
-    const int qb = type == KT_Q4F ? KQ4B : KQB; /* rows per scale block */
+  if (type == KT_Q8 || type == KT_Q4 || type == KT_Q8F || type == KT_Q4F) {
+    /* the block chain: a partial sum per scale block, then one FMA with
+    ** the block's scale (Q4 with f16 scales, the others f32) */
+    const int qb = type == KT_Q4 || type == KT_Q4F ? KQ4B : KQB; /* rows per scale block */
     for (int k0 = 0, kb = 0; k0 < K; k0 += qb, kb++) {
       int k1 = k0 + qb < K ? k0 + qb : K;
       __m512 part[6][4];
@@ -326,62 +350,28 @@ T_AVX512 INLINE void mk512(const int MR, const int type, int K, const float *x, 
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++) part[r][j] = _mm512_setzero_ps();
       for (int k = k0; k < k1; k++) {
-        if (pf == 1) _mm_prefetch((const char *)W + (size_t)k * ldw + K_PREFETCH, _MM_HINT_T0);
+        if (pf == 1 && type == KT_Q4 && !(k & 1)) /* 32-byte rows: two a line */
+          _mm_prefetch((const char *)W + (size_t)k * (ldw / 2) + K_PREFETCH, _MM_HINT_T0);
+        else if (pf == 1 && type != KT_Q4)
+          _mm_prefetch((const char *)W + (size_t)k * ldw + K_PREFETCH, _MM_HINT_T0);
         if (pf == 2) pf_next(pbase, plen, pfn, pstep, k);
-        __m512 w0 = ld512(type, W, (size_t)k * ldw), w1 = ld512(type, W, (size_t)k * ldw + 16);
-        __m512 w2 = ld512(type, W, (size_t)k * ldw + 32), w3 = ld512(type, W, (size_t)k * ldw + 48);
+        __m512 w[4];
+        ldrow512(type, W, ldw, k, w);
 #pragma GCC unroll 6
         for (int r = 0; r < MR; r++) {
           __m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + k]);
-          part[r][0] = _mm512_fmadd_ps(xb, w0, part[r][0]);
-          part[r][1] = _mm512_fmadd_ps(xb, w1, part[r][1]);
-          part[r][2] = _mm512_fmadd_ps(xb, w2, part[r][2]);
-          part[r][3] = _mm512_fmadd_ps(xb, w3, part[r][3]);
+          part[r][0] = _mm512_fmadd_ps(xb, w[0], part[r][0]);
+          part[r][1] = _mm512_fmadd_ps(xb, w[1], part[r][1]);
+          part[r][2] = _mm512_fmadd_ps(xb, w[2], part[r][2]);
+          part[r][3] = _mm512_fmadd_ps(xb, w[3], part[r][3]);
         }
       }
 #pragma GCC unroll 4
       for (int j = 0; j < 4; j++) {
-        __m512 s = _mm512_loadu_ps((const float *)S + (size_t)kb * KNB + 16 * j);
-#pragma GCC unroll 6
-        for (int r = 0; r < MR; r++) acc[r][j] = _mm512_fmadd_ps(part[r][j], s, acc[r][j]);
-      }
-    }
-  } else if (type == KT_Q4) {
-    /* vpermps reads the low 4 bits of each index: the byte widened to 32
-    ** bits picks its low nibble's float as it is, its high nibble's after
-    ** a shift by 4 */
-    const __m512 lut = _mm512_setr_ps(-8.0f, -7.0f, -6.0f, -5.0f, -4.0f, -3.0f, -2.0f, -1.0f, 0.0f,
-                                      1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f);
-    const size_t rs = ldw / 2; /* bytes per panel row */
-    for (int k0 = 0, kb = 0; k0 < K; k0 += KQ4B, kb++) {
-      int k1 = k0 + KQ4B < K ? k0 + KQ4B : K;
-      __m512 part[6][4];
-#pragma GCC unroll 6
-      for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
-        for (int j = 0; j < 4; j++) part[r][j] = _mm512_setzero_ps();
-      for (int k = k0; k < k1; k++) {
-        const char *wr = (const char *)W + (size_t)k * rs;
-        if (pf == 1 && !(k & 1)) _mm_prefetch(wr + K_PREFETCH, _MM_HINT_T0); /* 2 rows a line */
-        if (pf == 2) pf_next(pbase, plen, pfn, pstep, k);
-        __m512i e0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)wr));
-        __m512i e1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(wr + 16)));
-        __m512 w0 = _mm512_permutexvar_ps(e0, lut), w1 = _mm512_permutexvar_ps(e1, lut);
-        __m512 w2 = _mm512_permutexvar_ps(_mm512_srli_epi32(e0, 4), lut);
-        __m512 w3 = _mm512_permutexvar_ps(_mm512_srli_epi32(e1, 4), lut);
-#pragma GCC unroll 6
-        for (int r = 0; r < MR; r++) {
-          __m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + k]);
-          part[r][0] = _mm512_fmadd_ps(xb, w0, part[r][0]);
-          part[r][1] = _mm512_fmadd_ps(xb, w1, part[r][1]);
-          part[r][2] = _mm512_fmadd_ps(xb, w2, part[r][2]);
-          part[r][3] = _mm512_fmadd_ps(xb, w3, part[r][3]);
-        }
-      }
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; j++) {
-        __m512 s = _mm512_cvtph_ps(
-            _mm256_loadu_si256((const __m256i *)((const uint16_t *)S + (size_t)kb * KNB + 16 * j)));
+        const size_t si = (size_t)kb * KNB + 16 * j;
+        __m512 s = type == KT_Q4 ? _mm512_cvtph_ps(_mm256_loadu_si256(
+                                       (const __m256i *)((const uint16_t *)S + si)))
+                                 : _mm512_loadu_ps((const float *)S + si);
 #pragma GCC unroll 6
         for (int r = 0; r < MR; r++) acc[r][j] = _mm512_fmadd_ps(part[r][j], s, acc[r][j]);
       }
@@ -485,26 +475,13 @@ static const Mk512Fn MK512[5][6][3] = {MK512_ROW(KT_F32), MK512_ROW(KT_F16), MK5
 /* tile (kc, KNB) f32 = rows of a 16-, 8- or 4-bit panel chunk, widened
 ** exactly (Q4: q, as mk512 unpacks it). */
 T_AVX512 static void widen512(int type, const void *src, int kc, float *tile) {
-  const size_t n = (size_t)kc * KNB;
-  if (type == KT_F16)
-    for (size_t i = 0; i < n; i += 16) _mm512_store_ps(tile + i, ld512(KT_F16, src, i));
-  else if (type == KT_BF16)
-    for (size_t i = 0; i < n; i += 16) _mm512_store_ps(tile + i, ld512(KT_BF16, src, i));
-  else if (type == KT_Q8)
-    for (size_t i = 0; i < n; i += 16) _mm512_store_ps(tile + i, ld512(KT_Q8, src, i));
-  else {
-    const __m512 lut = _mm512_setr_ps(-8.0f, -7.0f, -6.0f, -5.0f, -4.0f, -3.0f, -2.0f, -1.0f, 0.0f,
-                                      1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f);
-    for (int k = 0; k < kc; k++) {
-      const char *wr = (const char *)src + (size_t)k * (KNB / 2);
-      float *t = tile + (size_t)k * KNB;
-      __m512i e0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)wr));
-      __m512i e1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(wr + 16)));
-      _mm512_store_ps(t, _mm512_permutexvar_ps(e0, lut));
-      _mm512_store_ps(t + 16, _mm512_permutexvar_ps(e1, lut));
-      _mm512_store_ps(t + 32, _mm512_permutexvar_ps(_mm512_srli_epi32(e0, 4), lut));
-      _mm512_store_ps(t + 48, _mm512_permutexvar_ps(_mm512_srli_epi32(e1, 4), lut));
-    }
+  for (int k = 0; k < kc; k++) {
+    __m512 w[4];
+    if (type == KT_F16) ldrow512(KT_F16, src, KNB, k, w);
+    else if (type == KT_BF16) ldrow512(KT_BF16, src, KNB, k, w);
+    else if (type == KT_Q8) ldrow512(KT_Q8, src, KNB, k, w);
+    else ldrow512(KT_Q4, src, KNB, k, w);
+    for (int j = 0; j < 4; j++) _mm512_store_ps(tile + (size_t)k * KNB + 16 * j, w[j]);
   }
 }
 
@@ -697,6 +674,25 @@ T_AVX2 INLINE __m256 ld256(const int type, const void *W, size_t i) {
   return _mm256_loadu_ps((const float *)W + i);
 }
 
+/* The 16 weights of the column group at W in panel row k as f32, exactly:
+** Q8 through ld256; Q4 from 16 bytes of the 32-byte row (W points at the
+** group's bytes), low nibbles or, when hi, high ones. */
+T_AVX2 INLINE void ldrow256(const int type, const void *W, size_t ldw, int k, int hi, __m256 *w0,
+                            __m256 *w1) {
+  if (type == KT_Q4) {
+    const __m256i lo4 = _mm256_set1_epi32(15), eight = _mm256_set1_epi32(8);
+    __m128i by = _mm_loadu_si128((const __m128i *)((const char *)W + (size_t)k * (ldw / 2)));
+    __m256i e0 = _mm256_cvtepu8_epi32(by), e1 = _mm256_cvtepu8_epi32(_mm_srli_si128(by, 8));
+    e0 = hi ? _mm256_srli_epi32(e0, 4) : _mm256_and_si256(e0, lo4);
+    e1 = hi ? _mm256_srli_epi32(e1, 4) : _mm256_and_si256(e1, lo4);
+    *w0 = _mm256_cvtepi32_ps(_mm256_sub_epi32(e0, eight));
+    *w1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(e1, eight));
+    return;
+  }
+  *w0 = ld256(type, W, (size_t)k * ldw);
+  *w1 = ld256(type, W, (size_t)k * ldw + 8);
+}
+
 /* MR rows x 16 columns (two ymm); m0/m1: lanes of each ymm inside N. S:
 ** block scales (f32 for Q8, f16 for Q4) of the 16 columns. Q4: W points
 ** at the group's 16 bytes of a panel row, hi: the columns are those
@@ -712,15 +708,20 @@ T_AVX2 INLINE void mk256(const int MR, const int type, int K, const float *x, si
     a0[r] = b0;
     a1[r] = b1;
   }
-  if (type == KT_Q8) {
-    for (int k0 = 0, kb = 0; k0 < K; k0 += KQB, kb++) {
-      int k1 = k0 + KQB < K ? k0 + KQB : K;
+  if (type == KT_Q8 || type == KT_Q4) { /* the block chain, as mk512's */
+    const int qb = type == KT_Q4 ? KQ4B : KQB;
+    for (int k0 = 0, kb = 0; k0 < K; k0 += qb, kb++) {
+      int k1 = k0 + qb < K ? k0 + qb : K;
       __m256 p0[4], p1[4];
 #pragma GCC unroll 4
       for (int r = 0; r < MR; r++) p0[r] = p1[r] = _mm256_setzero_ps();
       for (int k = k0; k < k1; k++) {
-        if (pf) _mm_prefetch((const char *)W + (size_t)k * ldw + K_PREFETCH, _MM_HINT_T0);
-        __m256 w0 = ld256(type, W, (size_t)k * ldw), w1 = ld256(type, W, (size_t)k * ldw + 8);
+        if (pf && type == KT_Q4 && !(k & 1)) /* 32-byte rows: two a line */
+          _mm_prefetch((const char *)W + (size_t)k * (ldw / 2) + K_PREFETCH, _MM_HINT_T0);
+        else if (pf && type == KT_Q8)
+          _mm_prefetch((const char *)W + (size_t)k * ldw + K_PREFETCH, _MM_HINT_T0);
+        __m256 w0, w1;
+        ldrow256(type, W, ldw, k, hi, &w0, &w1);
 #pragma GCC unroll 4
         for (int r = 0; r < MR; r++) {
           __m256 xb = _mm256_broadcast_ss(x + (size_t)r * ldx + k);
@@ -728,41 +729,16 @@ T_AVX2 INLINE void mk256(const int MR, const int type, int K, const float *x, si
           p1[r] = _mm256_fmadd_ps(xb, w1, p1[r]);
         }
       }
-      const float *Sk = (const float *)S + (size_t)kb * KNB;
-      __m256 s0 = _mm256_loadu_ps(Sk), s1 = _mm256_loadu_ps(Sk + 8);
-#pragma GCC unroll 4
-      for (int r = 0; r < MR; r++) {
-        a0[r] = _mm256_fmadd_ps(p0[r], s0, a0[r]);
-        a1[r] = _mm256_fmadd_ps(p1[r], s1, a1[r]);
+      __m256 s0, s1;
+      if (type == KT_Q4) {
+        const uint16_t *Sk = (const uint16_t *)S + (size_t)kb * KNB;
+        s0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)Sk));
+        s1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(Sk + 8)));
+      } else {
+        const float *Sk = (const float *)S + (size_t)kb * KNB;
+        s0 = _mm256_loadu_ps(Sk);
+        s1 = _mm256_loadu_ps(Sk + 8);
       }
-    }
-  } else if (type == KT_Q4) {
-    const __m256i lo4 = _mm256_set1_epi32(15), eight = _mm256_set1_epi32(8);
-    const size_t rs = ldw / 2; /* bytes per panel row */
-    for (int k0 = 0, kb = 0; k0 < K; k0 += KQ4B, kb++) {
-      int k1 = k0 + KQ4B < K ? k0 + KQ4B : K;
-      __m256 p0[4], p1[4];
-#pragma GCC unroll 4
-      for (int r = 0; r < MR; r++) p0[r] = p1[r] = _mm256_setzero_ps();
-      for (int k = k0; k < k1; k++) {
-        const char *wr = (const char *)W + (size_t)k * rs;
-        if (pf && !(k & 1)) _mm_prefetch(wr + K_PREFETCH, _MM_HINT_T0); /* 2 rows a line */
-        __m128i by = _mm_loadu_si128((const __m128i *)wr);
-        __m256i e0 = _mm256_cvtepu8_epi32(by), e1 = _mm256_cvtepu8_epi32(_mm_srli_si128(by, 8));
-        e0 = hi ? _mm256_srli_epi32(e0, 4) : _mm256_and_si256(e0, lo4);
-        e1 = hi ? _mm256_srli_epi32(e1, 4) : _mm256_and_si256(e1, lo4);
-        __m256 w0 = _mm256_cvtepi32_ps(_mm256_sub_epi32(e0, eight));
-        __m256 w1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(e1, eight));
-#pragma GCC unroll 4
-        for (int r = 0; r < MR; r++) {
-          __m256 xb = _mm256_broadcast_ss(x + (size_t)r * ldx + k);
-          p0[r] = _mm256_fmadd_ps(xb, w0, p0[r]);
-          p1[r] = _mm256_fmadd_ps(xb, w1, p1[r]);
-        }
-      }
-      const uint16_t *Sk = (const uint16_t *)S + (size_t)kb * KNB;
-      __m256 s0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)Sk));
-      __m256 s1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(Sk + 8)));
 #pragma GCC unroll 4
       for (int r = 0; r < MR; r++) {
         a0[r] = _mm256_fmadd_ps(p0[r], s0, a0[r]);

@@ -7,8 +7,7 @@ run. Not a test; run with Debian's /usr/bin/python3.
 Part 1, a GPT-2 124M-shaped target (random weights: benchlib.checkpoint) in
 f32, drafted by
   - itself (every draft accepted: the cost of the rounds alone),
-  - its q8 and bf16 copies, and a q4 copy when gpt2_load knows the format
-    (skipped with a note otherwise),
+  - its q8, bf16 and q4 copies,
   - perturbed copies — the target's every tensor plus Gaussian noise of a
     few sizes times the tensor's own standard deviation —, held as q8,
     which make the agreement a dial.
@@ -240,21 +239,7 @@ def part_124m(quick, n):
             write_checkpoint(d, seed=3, return_weights=False)
     else:
         d = checkpoint("124M")
-    conn = connect()
-    drafts = ["default"]
-    for fmt in ("q8", "bf16", "q4"):
-        try:
-            conn.execute("SELECT gpt2_load(?, ?, ?)", (d, fmt, fmt))
-            drafts.append(fmt)
-        except Exception as e:  # q4 may not exist in this build
-            print(f"  note: no {fmt} draft ({e})")
-    for noise in NOISES:
-        name = f"noise {noise} (q8)"
-        conn.execute("SELECT gpt2_load(?, ?, 'q8')", (perturbed(d, noise), name))
-        drafts.append(name)
-    conn.execute("SELECT gpt2_load(?)", (d,))
-    table(conn, n, drafts, [2, 4] if quick else [2, 4, 8])
-    conn.close()
+    self_drafts(d, ("q8", "bf16", "q4"), NOISES, "q8", quick, n)
 
 
 def part_structured(quick, n):
@@ -263,14 +248,20 @@ def part_structured(quick, n):
     d = structured(vocab_src, (2, 4, 64) if quick else (12, 12, 768), "quick" if quick else "124M")
     print("124M-shaped target built with small blocks (f32); perturbed drafts held as q4"
           if not quick else "tiny structured target (f32), --quick")
+    self_drafts(d, ("q8", "q4"), STRUCT_NOISES, "q4", quick, n)
+
+
+def self_drafts(d, formats, noises, noise_fmt, quick, n):
+    """The table for target d drafted by itself, its copies in formats and
+    perturbed copies (each noise) held in noise_fmt."""
     conn = connect()
     drafts = ["default"]
-    for fmt in ("q8", "q4"):
+    for fmt in formats:
         conn.execute("SELECT gpt2_load(?, ?, ?)", (d, fmt, fmt))
         drafts.append(fmt)
-    for noise in STRUCT_NOISES:
-        name = f"noise {noise} (q4)"
-        conn.execute("SELECT gpt2_load(?, ?, 'q4')", (perturbed(d, noise), name))
+    for noise in noises:
+        name = f"noise {noise} ({noise_fmt})"
+        conn.execute("SELECT gpt2_load(?, ?, ?)", (perturbed(d, noise), name, noise_fmt))
         drafts.append(name)
     conn.execute("SELECT gpt2_load(?)", (d,))
     table(conn, n, drafts, [2, 4] if quick else [2, 4, 8])
