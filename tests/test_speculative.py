@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import reference
-from conftest import connect, err, one
+from conftest import SO, connect, err, one
 from make_checkpoint import edit_config, write_checkpoint
 
 P = 24  # the target's context
@@ -442,12 +442,14 @@ def test_errors(ck):
 
 def test_bench_script_runs():
     """scripts/bench_speculative.py --quick: its three parts on tiny shapes (no timing
-    checked)."""
+    checked), on the build under test (GPT2_SO: the script's own path may resolve to
+    another tree)."""
     import subprocess
     import sys
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     r = subprocess.run([sys.executable, os.path.join(root, "scripts", "bench_speculative.py"),
-                        "--quick"], capture_output=True, text=True, timeout=600)
+                        "--quick"], capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, GPT2_SO=SO))
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("plain decode") == 3
     assert "noise 0.5 (q8)" in r.stdout and "noise 3.0 (q4)" in r.stdout

@@ -8,7 +8,8 @@
 **   usage: threads EXTENSION MODELS_DIR [N_THREADS]
 **
 ** The work of thread i: greedy and seeded generation (seeds depend on i),
-** a stream, a batched gpt2_complete, tokenization and a logits checksum, on
+** a stream, a batched gpt2_complete, speculative generation and completion
+** with a q4 copy as the draft, tokenization and a logits checksum, on
 ** MODELS_DIR/tiny (GPT-2's real vocabulary); thread i also loads
 ** MODELS_DIR/other under a second name and generates with it, so several
 ** models live in one connection while other connections work.
@@ -103,6 +104,23 @@ static void *work(void *arg) {
            "''Thread %d says''', 10, 0.8, 0, 1.0, %d, 3)",
            i, 1000 + i);
   q(j, db, sql);
+  /* speculative decoding with a 4-bit copy as the draft (shared by the threads) */
+  snprintf(sql, sizeof sql, "SELECT json_extract(gpt2_load('%s/tiny', 'q', 'q4'), '$.name'), "
+           "gpt2_use('default') IS NOT NULL", models);
+  q(j, db, sql);
+  snprintf(sql, sizeof sql,
+           "SELECT gpt2_generate('Once upon a time, thread %d', json_object('max_tokens', 20, "
+           "'draft', 'q', 'draft_tokens', 3)), gpt2_generate('Once upon a time', "
+           "json_object('max_tokens', 20, 'draft', 'q', 'temperature', 0.9, 'seed', %d))",
+           i, i);
+  q(j, db, sql);
+  snprintf(sql, sizeof sql,
+           "SELECT key, completion FROM gpt2_complete('SELECT 1, ''Hello'' UNION ALL SELECT 2, "
+           "''Thread %d says'' UNION ALL SELECT 3, ''The quick brown fox''', json_object("
+           "'max_tokens', 10, 'temperature', 0.8, 'seed', %d, 'draft', 'q', 'draft_tokens', 4))",
+           i, 2000 + i);
+  q(j, db, sql);
+  q(j, db, "SELECT gpt2_unload('q')");
   q(j, db, "SELECT gpt2_tokenize('caf\xc3\xa9 \xe4\xb8\xad\xe6\x96\x87 <|endoftext|> 12345')");
   snprintf(sql, sizeof sql, "SELECT gpt2_logits('Prompt number %d')", i);
   q(j, db, sql);

@@ -148,6 +148,46 @@ static void main_workload(void) {
      "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20) "
      "SELECT count(*) FROM n, gpt2_stream('Row ' || n.i, 2) s",
      NULL);
+  /* a 4-bit copy as a speculative draft: greedy output unchanged; sampled and
+  ** batched rounds (rejections, resampling) */
+  ok(db, "SELECT gpt2_load('%s/tiny', 'tq4', 'q4'), gpt2_use('default')", models);
+  snprintf(buf, sizeof buf, "%s", ok(db, "SELECT gpt2_generate('Once upon a time', 12)", NULL));
+  expect(strcmp(buf, ok(db, "SELECT gpt2_generate('Once upon a time', json_object('max_tokens', "
+                        "12, 'draft', 'tq4', 'draft_tokens', 3))", NULL)) == 0,
+         "greedy generation with a q4 draft equals the one without");
+  snprintf(buf, sizeof buf, "%s",
+           ok(db, "SELECT gpt2_generate('Once upon a time', json_object('max_tokens', 12, "
+              "'draft', 'tq4', 'draft_tokens', 3, 'temperature', 1.0, 'seed', 7))", NULL));
+  expect(strcmp(buf, ok(db, "SELECT gpt2_generate('Once upon a time', json_object('max_tokens', "
+                        "12, 'draft', 'tq4', 'draft_tokens', 3, 'temperature', 1.0, 'seed', 7))",
+                        NULL)) == 0,
+         "seeded speculative generation is reproducible");
+  ok(db, "SELECT group_concat(token, '') FROM gpt2_stream('The dog', json_object('max_tokens', "
+     "10, 'draft', 'tq4', 'draft_tokens', 4, 'temperature', 0.8, 'seed', 3))", NULL);
+  ok(db,
+     "SELECT key, completion, n_tokens FROM gpt2_complete('SELECT 1, ''Hello'' UNION ALL "
+     "SELECT 2, NULL UNION ALL SELECT 3, ''The dog'' UNION ALL SELECT 4, ''Hello there''', "
+     "json_object('max_tokens', 6, 'temperature', 0.7, 'seed', 5, 'batch_size', 2, "
+     "'draft', 'tq4', 'draft_tokens', 3))",
+     NULL);
+  err(db, "option 'draft'", "SELECT gpt2_generate('x', json_object('draft', 'nope'))", NULL);
+  /* the draft unloaded while a stream drafts with it: kept until the stream ends */
+  {
+    sqlite3_stmt *st;
+    checks++;
+    if (sqlite3_prepare_v2(db, "SELECT token FROM gpt2_stream('The dog', json_object('max_tokens', "
+                           "10, 'draft', 'tq4', 'draft_tokens', 2))", -1, &st, NULL) == SQLITE_OK) {
+      sqlite3_step(st);
+      if (run(db, NULL, 0, "SELECT gpt2_unload('tq4')") != SQLITE_OK)
+        fail("unload a draft during a stream: %s", sqlite3_errmsg(db));
+      while (sqlite3_step(st) == SQLITE_ROW) {
+      }
+      if (sqlite3_finalize(st) != SQLITE_OK) fail("stream after its draft's unload: %s",
+                                                  sqlite3_errmsg(db));
+    } else {
+      fail("prepare drafted stream");
+    }
+  }
   ok(db, "CREATE TABLE docs(id INTEGER PRIMARY KEY, body TEXT, summary TEXT)", NULL);
   ok(db, "INSERT INTO docs(body) VALUES ('alpha'), ('beta gamma'), (NULL), ('delta')", NULL);
   ok(db,
@@ -192,6 +232,9 @@ static void main_workload(void) {
   ok(db, "SELECT name, current, n_params FROM gpt2_models", NULL);
   ok(db, "SELECT gpt2_use('other')", NULL);
   ok(db, "SELECT gpt2_generate('the', 5)", NULL);
+  err(db, "has another vocabulary", "SELECT gpt2_generate('x', '{\"draft\": \"default\"}')",
+      NULL);
+  err(db, "holds only a tokenizer", "SELECT gpt2_generate('x', '{\"draft\": \"tok\"}')", NULL);
   err(db, "no model named", "SELECT gpt2_use('nope')", NULL);
   /* unload the model a prepared statement is using: it stays alive until done */
   {

@@ -41,7 +41,7 @@ static const struct {
   int table;      /* 1: table-valued function */
   int lo, hi;     /* arity range */
 } FUNCS[] = {
-    {"gpt2_version", 0, 0, 0},    {"gpt2_load", 0, 1, 2},        {"gpt2_info", 0, 0, 0},
+    {"gpt2_version", 0, 0, 0},    {"gpt2_load", 0, 1, 3},        {"gpt2_info", 0, 0, 0},
     {"gpt2_use", 0, 1, 1},        {"gpt2_unload", 0, 1, 1},      {"gpt2_set", 0, 2, 2},
     {"gpt2_tokenize", 0, 1, 1},   {"gpt2_detokenize", 0, 1, 1},  {"gpt2_token_count", 0, 1, 1},
     {"gpt2_logits", 0, 1, 1},     {"gpt2_generate", 0, 1, 6},    {"gpt2_stream", 1, 1, 6},

@@ -158,6 +158,18 @@ def sql_seeds():
             a_json('{"max_tokens": 4, "draft": "default", "draft_tokens": 2}'))
     yield c("gpt2_complete", a_text("SELECT 1, 'a' UNION ALL SELECT 2, 'b'"),
             a_json('{"max_tokens": 3, "batch_size": 2, "stop": "x"}')) + c("gpt2_progress")
+    # a q4 copy of micro as the draft: greedy and sampled rounds, batched
+    q4 = c("gpt2_load", a_text(b"\x00"), a_text("q"), a_text("q4"))
+    yield q4 + c("gpt2_generate", a_text("Once"), a_json(
+        '{"max_tokens": 8, "draft": "q", "draft_tokens": 3}')) + \
+        c("gpt2_stream", a_text("The"), a_json(
+            '{"max_tokens": 6, "draft": "q", "temperature": 1.0, "seed": 4, "top_p": 0.9}'))
+    yield q4 + c("gpt2_complete", a_text("SELECT 1, 'a' UNION ALL SELECT 2, NULL UNION ALL "
+                                         "SELECT 3, 'b c'"),
+                 a_json('{"max_tokens": 5, "draft": "q", "draft_tokens": 2, "batch_size": 2, '
+                        '"temperature": 0.9, "seed": 3}'))
+    yield q4 + c("gpt2_unload", a_text("q")) + c("gpt2_generate", a_text("a"), a_json(
+        '{"draft": "q"}'))
     yield c("gpt2_score", a_text("the dog"), a_text("Once"))
     yield c("gpt2_perplexity", a_text("a b c d e f g h"), a_int(3))
     yield c("gpt2_embed", a_text("Hello"), a_text("last,normalize"))

@@ -70,6 +70,7 @@ static const Phase PHASES[] = {
     {"open", NULL, NULL, NULL, NULL},
     {"load", NULL, "SELECT gpt2_load('%1$s/micro')", NULL, NULL},
     {"load-f16", NULL, "SELECT gpt2_load('%1$s/other', 'f16')", NULL, NULL},
+    {"load-q4", NULL, "SELECT gpt2_load('%1$s/other', 'q', 'q4')", NULL, NULL},
     {"load-tokenizer", NULL, "SELECT gpt2_load('%1$s/tok', 'tok')", NULL, NULL},
     {"load-replace", "SELECT gpt2_load('%1$s/micro')", "SELECT gpt2_load('%1$s/other')", NULL, NULL},
     {"load-broken", "SELECT gpt2_load('%1$s/micro')", "SELECT gpt2_load('%1$s/broken')", NULL, NULL},
@@ -97,6 +98,22 @@ static const Phase PHASES[] = {
      "json_object('max_tokens', 6, 'stop', 'o', 'presence_penalty', 1))), "
      "(SELECT group_concat(completion || finish_reason) FROM gpt2_complete('SELECT 1, ''ab'' "
      "UNION ALL SELECT 2, ''ab c''', '{\"max_tokens\": 5, \"stop\": \"a\", \"batch_size\": 2}'))",
+     NULL, NULL},
+    /* speculative decoding: micro drafted for by 'other' in q4 (same vocabulary,
+    ** disagrees often: rejections, resampling), greedy and sampled, batched */
+    {"speculate", "SELECT gpt2_load('%1$s/micro'), gpt2_load('%1$s/other', 'd', 'q4'), "
+     "gpt2_use('default')",
+     "SELECT gpt2_generate('Once upon', '{\"max_tokens\": 9, \"draft\": \"d\", "
+     "\"draft_tokens\": 3}'), gpt2_generate('Once upon', '{\"max_tokens\": 9, \"draft\": \"d\", "
+     "\"draft_tokens\": 3, \"temperature\": 0.9, \"seed\": 5, \"top_k\": 20, \"stop\": \"zq\"}'), "
+     "(SELECT group_concat(token, '') FROM gpt2_stream('The dog', json_object('max_tokens', 6, "
+     "'draft', 'd', 'draft_tokens', 3, 'temperature', 1.0, 'seed', 2))), "
+     "(SELECT group_concat(completion || n_tokens) FROM gpt2_complete('SELECT 1, ''ab'' UNION ALL "
+     "SELECT 2, NULL UNION ALL SELECT 3, ''ab c''', '{\"max_tokens\": 7, \"draft\": \"d\", "
+     "\"draft_tokens\": 3, \"batch_size\": 2}')), "
+     "(SELECT group_concat(completion || n_tokens) FROM gpt2_complete('SELECT 1, ''ab'' UNION ALL "
+     "SELECT 2, ''b c''', '{\"max_tokens\": 7, \"draft\": \"d\", \"draft_tokens\": 3, "
+     "\"temperature\": 0.8, \"seed\": 9}'))",
      NULL, NULL},
     {"score", "SELECT gpt2_load('%1$s/micro')",
      "SELECT gpt2_score('the dog', 'Once'), gpt2_perplexity('a b c d e f g'), "
