@@ -46,16 +46,21 @@ static int set_insert(int *a, int *n, int id, int *is_new) {
   return k;
 }
 
+/* The buffers of a state with room for cap ids (s zeroed before). */
+static int state_alloc(Gpt2OptState *s, int V, int cap) {
+  s->cap = cap;
+  s->work = malloc((size_t)V * sizeof *s->work);
+  s->seen = malloc((size_t)(cap + 1) * sizeof *s->seen);
+  s->gen_id = malloc((size_t)(cap + 1) * sizeof *s->gen_id);
+  s->gen_cnt = malloc((size_t)(cap + 1) * sizeof *s->gen_cnt);
+  return !s->work || !s->seen || !s->gen_id || !s->gen_cnt ? GPT2_NOMEM : GPT2_OK;
+}
+
 int opt_state_init(Gpt2OptState *s, const Gpt2Options *o, int V, const int *prompt, int n,
                    int max_tokens) {
   memset(s, 0, sizeof *s);
   if (!opt_processes(o)) return GPT2_OK;
-  s->cap = n + (max_tokens > 0 ? max_tokens : 0);
-  s->work = malloc((size_t)V * sizeof *s->work);
-  s->seen = malloc((size_t)(s->cap + 1) * sizeof *s->seen);
-  s->gen_id = malloc((size_t)(s->cap + 1) * sizeof *s->gen_id);
-  s->gen_cnt = malloc((size_t)(s->cap + 1) * sizeof *s->gen_cnt);
-  if (!s->work || !s->seen || !s->gen_id || !s->gen_cnt) return GPT2_NOMEM;
+  if (state_alloc(s, V, n + (max_tokens > 0 ? max_tokens : 0))) return GPT2_NOMEM;
   if (o->repetition_penalty != 1)
     for (int i = 0; i < n; i++) {
       int fresh;
@@ -115,14 +120,7 @@ void opt_state_free(Gpt2OptState *s) {
 
 int opt_state_clone_init(Gpt2OptState *dst, const Gpt2OptState *src, int V) {
   memset(dst, 0, sizeof *dst);
-  if (!src->work) return GPT2_OK;
-  dst->cap = src->cap;
-  dst->work = malloc((size_t)V * sizeof *dst->work);
-  dst->seen = malloc((size_t)(dst->cap + 1) * sizeof *dst->seen);
-  dst->gen_id = malloc((size_t)(dst->cap + 1) * sizeof *dst->gen_id);
-  dst->gen_cnt = malloc((size_t)(dst->cap + 1) * sizeof *dst->gen_cnt);
-  if (!dst->work || !dst->seen || !dst->gen_id || !dst->gen_cnt) return GPT2_NOMEM;
-  return GPT2_OK;
+  return src->work ? state_alloc(dst, V, src->cap) : GPT2_OK;
 }
 
 void opt_state_copy(Gpt2OptState *dst, const Gpt2OptState *src) {

@@ -25,10 +25,9 @@ void prefix_clear(Gpt2Prefix *p) {
   memset(p, 0, sizeof *p);
 }
 
-/* Run rows[i] of seqs[i]; logits of the wanted rows land in logits. */
-static int forward(const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr, int n,
-                   const int *ids, Gpt2Seq *const *seqs, const unsigned char *want,
-                   float *logits, char *err, size_t errlen) {
+int gen_forward(const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr, int n, const int *ids,
+                Gpt2Seq *const *seqs, const unsigned char *want, float *logits, char *err,
+                size_t errlen) {
   int rc = gpt2_forward(m, sc, n, ids, seqs, want, logits, err, errlen);
   if (rc == GPT2_OK && ctr) {
     ctr->forward_calls++;
@@ -53,7 +52,7 @@ static int feed(Gpt2Gen *g, int n, const int *ids, char *err, size_t errlen) {
     if (!seqs) return GPT2_NOMEM;
     for (int i = 0; i < n; i++) seqs[i] = g->seq;
   }
-  int rc = forward(g->m, g->sc, g->ctr, n, ids, seqs, NULL, g->logits, err, errlen);
+  int rc = gen_forward(g->m, g->sc, g->ctr, n, ids, seqs, NULL, g->logits, err, errlen);
   if (seqs != one) free(seqs);
   if (rc == GPT2_OK) {
     if (idvec_reserve(&g->fed, g->fed.n + (size_t)n)) return GPT2_NOMEM;
@@ -295,7 +294,7 @@ static int step(Gpt2Gen *const *gs, int n, int decode, unsigned char *ready, cha
     }
   }
   if (!rc && wanted && !(logits = scratch_out(gs[0]->sc, (size_t)wanted * V))) rc = GPT2_NOMEM;
-  if (!rc) rc = forward(m, gs[0]->sc, gs[0]->ctr, rows, ids, seqs, want, logits, err, errlen);
+  if (!rc) rc = gen_forward(m, gs[0]->sc, gs[0]->ctr, rows, ids, seqs, want, logits, err, errlen);
   r = 0;
   int w = 0;
   for (int i = 0; !rc && i < n; i++) {

@@ -94,6 +94,12 @@ typedef struct Gpt2Gen {
 ** many: seq_bytes(m, gen_positions(...)) is the cache they allocate. */
 int gen_positions(const Gpt2Model *m, int n_prompt, int max_tokens);
 
+/* gpt2_forward (transformer.h) counted in ctr (may be NULL): the one place
+** the generation loops run the model. */
+int gen_forward(const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr, int n, const int *ids,
+                Gpt2Seq *const *seqs, const unsigned char *want, float *logits, char *err,
+                size_t errlen);
+
 /* Feed the prompt (n ids; n == 0 starts from the eos token). When pfx holds
 ** a state of the same model whose tokens start like the prompt, those
 ** positions are reused instead of recomputed: taken over when steal (pfx

@@ -81,16 +81,11 @@ void spec_free(Gpt2Spec *s) {
   memset(s, 0, sizeof *s);
 }
 
-/* One forward call with the counters; want/logits as gpt2_forward. */
+/* One forward call, unless interrupted; want/logits as gpt2_forward. */
 static int forward(Gpt2Gen *g, const Gpt2Model *m, int n, const int *ids, Gpt2Seq *const *seqs,
                    const unsigned char *want, float *logits, char *err, size_t errlen) {
   if (gen_stopped(g, err, errlen)) return GPT2_INTERRUPTED;
-  int rc = gpt2_forward(m, g->sc, n, ids, seqs, want, logits, err, errlen);
-  if (rc == GPT2_OK && g->ctr) {
-    g->ctr->forward_calls++;
-    g->ctr->rows_computed += n;
-  }
-  return rc;
+  return gen_forward(m, g->sc, g->ctr, n, ids, seqs, want, logits, err, errlen);
 }
 
 /* Row buffers of one batched call. */
