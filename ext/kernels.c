@@ -296,21 +296,26 @@ INLINE void pf_next(const char *base, long nbytes, long k0, long step, int k) {
 ** (vpermps reads the low 4 bits of each index: the byte widened to 32 bits
 ** picks its low nibble's float as it is, its high nibble's after a shift
 ** by 4). Widened tiles (KT_Q8F, KT_Q4F) are f32. */
-T_AVX512 INLINE void ldrow512(const int type, const void *W, size_t ldw, int k, __m512 *w) {
+T_AVX512 INLINE void ldrow512(const int type, const void *W, size_t ldw, int k, __m512 *w0,
+                              __m512 *w1, __m512 *w2, __m512 *w3) {
   if (type == KT_Q4) {
     const __m512 lut = _mm512_setr_ps(-8.0f, -7.0f, -6.0f, -5.0f, -4.0f, -3.0f, -2.0f, -1.0f, 0.0f,
                                       1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f);
     const char *wr = (const char *)W + (size_t)k * (ldw / 2);
     __m512i e0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)wr));
     __m512i e1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(wr + 16)));
-    w[0] = _mm512_permutexvar_ps(e0, lut);
-    w[1] = _mm512_permutexvar_ps(e1, lut);
-    w[2] = _mm512_permutexvar_ps(_mm512_srli_epi32(e0, 4), lut);
-    w[3] = _mm512_permutexvar_ps(_mm512_srli_epi32(e1, 4), lut);
+    *w0 = _mm512_permutexvar_ps(e0, lut);
+    *w1 = _mm512_permutexvar_ps(e1, lut);
+    *w2 = _mm512_permutexvar_ps(_mm512_srli_epi32(e0, 4), lut);
+    *w3 = _mm512_permutexvar_ps(_mm512_srli_epi32(e1, 4), lut);
     return;
   }
   const int t = type == KT_Q8F || type == KT_Q4F ? KT_F32 : type;
-  for (int j = 0; j < 4; j++) w[j] = ld512(t, W, (size_t)k * ldw + 16 * (size_t)j);
+  const size_t i = (size_t)k * ldw;
+  *w0 = ld512(t, W, i);
+  *w1 = ld512(t, W, i + 16);
+  *w2 = ld512(t, W, i + 32);
+  *w3 = ld512(t, W, i + 48);
 }
 
 /* MR rows x 64 columns; mk: lanes of each zmm inside N; wfull: W rows are
@@ -326,7 +331,7 @@ T_AVX512 INLINE void mk512(const int MR, const int type, int K, const float *x, 
                            const void *W, size_t ldw, const void *S, const __m512 *b,
                            const __mmask16 *mk, const int wfull, const int pf, long pfn,
                            long pstep, const char *pn, long pnb, const float *a0, float *y,
-                           size_t ldy, int epi) {
+                           size_t ldy, int epi, const int wt, float *tw) {
   const size_t es = type == KT_F32 || type == KT_Q8F ? 4 : type == KT_Q8 ? 1 : 2;
   /* a packed panel (Q4: half a byte per element) */
   const long pbytes = (long)K * (type == KT_Q4 ? (long)ldw / 2 : (long)ldw * (long)es);
@@ -356,7 +361,9 @@ T_AVX512 INLINE void mk512(const int MR, const int type, int K, const float *x, 
           _mm_prefetch((const char *)W + (size_t)k * ldw + K_PREFETCH, _MM_HINT_T0);
         if (pf == 2) pf_next(pbase, plen, pfn, pstep, k);
         __m512 w[4];
-        ldrow512(type, W, ldw, k, w);
+        ldrow512(type, W, ldw, k, &w[0], &w[1], &w[2], &w[3]);
+        if (wt)
+          for (int j = 0; j < 4; j++) _mm512_store_ps(tw + (size_t)k * KNB + 16 * j, w[j]);
 #pragma GCC unroll 6
         for (int r = 0; r < MR; r++) {
           __m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + k]);
@@ -402,6 +409,13 @@ T_AVX512 INLINE void mk512(const int MR, const int type, int K, const float *x, 
         w2 = _mm512_maskz_loadu_ps(mk[2], wk + 32);
         w3 = _mm512_maskz_loadu_ps(mk[3], wk + 48);
       }
+      if (wt) {
+        float *t = tw + (size_t)k * KNB;
+        _mm512_store_ps(t, w0);
+        _mm512_store_ps(t + 16, w1);
+        _mm512_store_ps(t + 32, w2);
+        _mm512_store_ps(t + 48, w3);
+      }
 #pragma GCC unroll 6
       for (int r = 0; r < MR; r++) {
         __m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + k]);
@@ -433,13 +447,16 @@ T_AVX512 INLINE void mk512(const int MR, const int type, int K, const float *x, 
 ** attention blocks separately. */
 typedef void (*Mk512Fn)(int K, const float *x, size_t ldx, const void *W, size_t ldw,
                         const void *S, const __m512 *b, const __mmask16 *mk, long pfn, long pstep,
-                        const char *pn, long pnb, const float *a0, float *y, size_t ldy, int epi);
+                        const char *pn, long pnb, const float *a0, float *y, size_t ldy, int epi,
+                        float *tw);
 #define MK512_FN(T, MR, WF, PF)                                                                  \
   T_AVX512 __attribute__((noinline)) static void mk512_##T##_##MR##_##WF##_##PF(                 \
       int K, const float *x, size_t ldx, const void *W, size_t ldw, const void *S,              \
       const __m512 *b, const __mmask16 *mk, long pfn, long pstep, const char *pn, long pnb,       \
-      const float *a0, float *y, size_t ldy, int epi) {                                          \
-    mk512(MR, T, K, x, ldx, W, ldw, S, b, mk, WF, PF, pfn, pstep, pn, pnb, a0, y, ldy, epi);     \
+      const float *a0, float *y, size_t ldy, int epi, float *tw) {                               \
+    (void)tw;                                                                                    \
+    mk512(MR, T, K, x, ldx, W, ldw, S, b, mk, WF, PF, pfn, pstep, pn, pnb, a0, y, ldy, epi, 0,    \
+          NULL);                                                                                 \
   }
 #define MK512_TYPE(T)                                                                            \
   MK512_FN(T, 1, 1, 0) MK512_FN(T, 2, 1, 0) MK512_FN(T, 3, 1, 0) MK512_FN(T, 4, 1, 0)            \
@@ -472,26 +489,37 @@ MK512_FN(KT_F32, 4, 0, 0)
 static const Mk512Fn MK512[5][6][3] = {MK512_ROW(KT_F32), MK512_ROW(KT_F16), MK512_ROW(KT_BF16),
                                        MK512_ROW(KT_Q8), MK512_ROW(KT_Q4)};
 
-/* tile (kc, KNB) f32 = rows of a 16-, 8- or 4-bit panel chunk, widened
-** exactly (Q4: q, as mk512 unpacks it). */
-T_AVX512 static void widen512(int type, const void *src, int kc, float *tile) {
-  for (int k = 0; k < kc; k++) {
-    __m512 w[4];
-    if (type == KT_F16) ldrow512(KT_F16, src, KNB, k, w);
-    else if (type == KT_BF16) ldrow512(KT_BF16, src, KNB, k, w);
-    else if (type == KT_Q8) ldrow512(KT_Q8, src, KNB, k, w);
-    else ldrow512(KT_Q4, src, KNB, k, w);
-    for (int j = 0; j < 4; j++) _mm512_store_ps(tile + (size_t)k * KNB + 16 * j, w[j]);
+/* The first row block of a group over a 16-, 8- or 4-bit tile: computes
+** from the packed source and writes the exactly widened rows to tw (f32;
+** Q4: q, as mk512 unpacks it) for the later blocks, so widening costs no
+** pass of its own. Indexed [type - KT_F16][MR - 1]. */
+#define MK512_WFN(T, MR)                                                                         \
+  T_AVX512 __attribute__((noinline)) static void mk512w_##T##_##MR(                              \
+      int K, const float *x, size_t ldx, const void *W, size_t ldw, const void *S,              \
+      const __m512 *b, const __mmask16 *mk, long pfn, long pstep, const char *pn, long pnb,       \
+      const float *a0, float *y, size_t ldy, int epi, float *tw) {                               \
+    mk512(MR, T, K, x, ldx, W, ldw, S, b, mk, 1, 2, pfn, pstep, pn, pnb, a0, y, ldy, epi, 1, tw); \
   }
-}
+#define MK512_WTYPE(T)                                                                           \
+  MK512_WFN(T, 1) MK512_WFN(T, 2) MK512_WFN(T, 3) MK512_WFN(T, 4) MK512_WFN(T, 5) MK512_WFN(T, 6)
+MK512_WTYPE(KT_F16)
+MK512_WTYPE(KT_BF16)
+MK512_WTYPE(KT_Q8)
+MK512_WTYPE(KT_Q4)
+#define MK512_WROW(T)                                                                            \
+  {mk512w_##T##_1, mk512w_##T##_2, mk512w_##T##_3, mk512w_##T##_4, mk512w_##T##_5, mk512w_##T##_6}
+static const Mk512Fn MK512W[4][6] = {MK512_WROW(KT_F16), MK512_WROW(KT_BF16), MK512_WROW(KT_Q8),
+                                     MK512_WROW(KT_Q4)};
 
 /* Batched rows over packed panels: rows in groups of up to K_CHUNK_ROWS;
 ** for each group, the panel in tiles of K_TILE rows; every row block of
 ** the group runs over the tile (from L1) and parks its chains in part
 ** until the next tile (exactly: a chain continued from memory is the same
-** chain). A 16-, 8- or 4-bit tile is widened to f32 first (the values are
-** exact, so F16/BF16 run the F32 chain, Q8 and Q4 their own chains over f32
-** q, Q4's f16 scales widened too). Meanwhile the row blocks prefetch the
+** chain). A 16-, 8- or 4-bit tile is widened to f32 by the group's first
+** row block, which computes from the packed source and stores the widened
+** rows as it goes (MK512W); the later blocks read the f32 tile (the values
+** are exact, so F16/BF16 run the F32 chain, Q8 and Q4 their own chains over
+** f32 q, Q4's f16 scales widened too). Meanwhile the row blocks prefetch the
 ** next tile's source into L2, spread evenly over them (pf_next), so DRAM
 ** streaming overlaps computing. */
 T_AVX512 static void blk_tiled_avx512(int M, int K, int type, const float *x, size_t ldx,
@@ -514,29 +542,27 @@ T_AVX512 static void blk_tiled_avx512(int M, int K, int type, const float *x, si
       const long nbytes = last && !lastg ? 0 : (long)(K_TILE * rb);
       const long span = (long)nb * kc;
       const long pstep = (((nbytes / 64) << 16) + span - 1) / span;
-      const void *Wt = src, *Sc = NULL;
-      if (type != KT_F32) {
-        widen512(type, src, kc, tile);
-        Wt = tile;
-      }
-      if (type == KT_Q8) Sc = (const float *)S + (size_t)(k0 / KQB) * KNB;
+      const void *Wt = type == KT_F32 ? (const void *)src : tile, *S0 = NULL, *Sc = NULL;
+      if (type == KT_Q8) S0 = Sc = (const float *)S + (size_t)(k0 / KQB) * KNB;
       if (type == KT_Q4) {
         const uint16_t *h = (const uint16_t *)S + (size_t)(k0 / KQ4B) * KNB;
         for (int i = 0; i < (kc + KQ4B - 1) / KQ4B * KNB; i += 16)
           _mm512_store_ps(stile + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + i))));
+        S0 = h;
         Sc = stile;
       }
       for (int b = 0, r0 = 0, r1; r0 < gm; b++, r0 = r1) {
         r1 = r0 + (gm - r0 == 7 || gm - r0 == 8 ? 4 : gm - r0 < 6 ? gm - r0 : 6);
-        const int mr = r1 - r0;
-        const Mk512Fn f = type == KT_Q8   ? MK512_KT_Q8F[mr - 1]
+        const int mr = r1 - r0, wt = b == 0 && type != KT_F32;
+        const Mk512Fn f = wt              ? MK512W[type - KT_F16][mr - 1]
+                          : type == KT_Q8 ? MK512_KT_Q8F[mr - 1]
                           : type == KT_Q4 ? MK512_KT_Q4F[mr - 1]
                                           : MK512[KT_F32][mr - 1][2];
         float *pr = part + (size_t)r0 * KNB;
         const size_t row = (size_t)(g0 + r0);
-        f(kc, x + row * ldx + k0, ldx, Wt, KNB, Sc, bv, mk, (long)b * kc, pstep, src + cbytes,
-          nbytes, first ? NULL : pr, last ? y + row * ldy : pr, last ? ldy : KNB,
-          last ? epi : KEPI_STORE);
+        f(kc, x + row * ldx + k0, ldx, wt ? (const void *)src : Wt, KNB, wt ? S0 : Sc, bv, mk,
+          (long)b * kc, pstep, src + cbytes, nbytes, first ? NULL : pr,
+          last ? y + row * ldy : pr, last ? ldy : KNB, last ? epi : KEPI_STORE, tile);
       }
     }
   }
@@ -560,14 +586,14 @@ T_AVX512 static void blk_avx512(int M, int K, int N, int type, const float *x, s
     int r = 0;
     for (; r + 4 <= M; r += 4)
       mk512_KT_F32_4_0_0(K, x + r * ldx, ldx, W, ldw, S, bv, mk, 0, 0, NULL, 0, NULL, y + r * ldy,
-                         ldy, epi);
+                         ldy, epi, NULL);
     for (; r < M; r++)
       mk512_KT_F32_1_0_0(K, x + r * ldx, ldx, W, ldw, S, bv, mk, 0, 0, NULL, 0, NULL, y + r * ldy,
-                         ldy, epi);
+                         ldy, epi, NULL);
     return;
   }
   if (wpad) { /* up to 6 rows (decode): one row block streams the panel, prefetching ahead */
-    MK512[type][M - 1][1](K, x, ldx, W, KNB, S, bv, mk, 0, 0, NULL, 0, NULL, y, ldy, epi);
+    MK512[type][M - 1][1](K, x, ldx, W, KNB, S, bv, mk, 0, 0, NULL, 0, NULL, y, ldy, epi, NULL);
     return;
   }
   /* plain f32 W of 64 full columns (attention): blocks of 6 rows as in
@@ -575,7 +601,7 @@ T_AVX512 static void blk_avx512(int M, int K, int N, int type, const float *x, s
   for (int r0 = 0, r1; r0 < M; r0 = r1) {
     r1 = r0 + (M - r0 == 7 || M - r0 == 8 ? 4 : M - r0 < 6 ? M - r0 : 6);
     MK512[KT_F32][r1 - r0 - 1][0](K, x + (size_t)r0 * ldx, ldx, W, ldw, S, bv, mk, 0, 0, NULL, 0,
-                                  NULL, y + (size_t)r0 * ldy, ldy, epi);
+                                  NULL, y + (size_t)r0 * ldy, ldy, epi, NULL);
   }
 }
 
