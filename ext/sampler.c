@@ -136,21 +136,34 @@ static void top_keys(Gpt2Sampler *s, const float *logits, int V, int k) {
 */
 
 /* The first id of the largest logit (NaN counts as -inf, so a NaN first
-** logit wins only when nothing is above -inf). The maximum is taken over 16
-** running maxima, which vectorise (a single running maximum is one serial
-** dependency chain); a second pass finds its first id. Greedy batched steps
-** make one of these per row. */
+** logit wins only when nothing is above -inf). One pass in blocks of
+** ARGMAX_BLOCK, each block's maximum over 16 running maxima, which
+** vectorise (a single running maximum is one serial dependency chain);
+** the first block whose maximum beats every earlier one holds the first id
+** of the maximum (NaN never compares greater), so only it is searched.
+** Greedy batched steps make one of these per row. */
 static int argmax(const float *logits, int V) {
-  float lm[16];
-  for (int j = 0; j < 16; j++) lm[j] = -INFINITY;
-  int i = 0;
-  for (; i + 16 <= V; i += 16)
-#pragma GCC unroll 16
-    for (int j = 0; j < 16; j++) lm[j] = logits[i + j] > lm[j] ? logits[i + j] : lm[j];
+  enum { ARGMAX_BLOCK = 256 };
   float m = -INFINITY;
-  for (; i < V; i++) m = logits[i] > m ? logits[i] : m;
-  for (int j = 0; j < 16; j++) m = lm[j] > m ? lm[j] : m;
-  for (i = 0; i < V; i++)
+  int at = -1;
+  for (int i0 = 0; i0 < V; i0 += ARGMAX_BLOCK) {
+    int n = V - i0 < ARGMAX_BLOCK ? V - i0 : ARGMAX_BLOCK, i = 0;
+    const float *x = logits + i0;
+    float lm[16];
+    for (int j = 0; j < 16; j++) lm[j] = -INFINITY;
+    for (; i + 16 <= n; i += 16)
+#pragma GCC unroll 16
+      for (int j = 0; j < 16; j++) lm[j] = x[i + j] > lm[j] ? x[i + j] : lm[j];
+    float bm = -INFINITY;
+    for (; i < n; i++) bm = x[i] > bm ? x[i] : bm;
+    for (int j = 0; j < 16; j++) bm = lm[j] > bm ? lm[j] : bm;
+    if (bm > m) {
+      m = bm;
+      at = i0;
+    }
+  }
+  int i0 = at < 0 ? 0 : at, i1 = at < 0 ? V : (V - at < ARGMAX_BLOCK ? V : at + ARGMAX_BLOCK);
+  for (int i = i0; i < i1; i++)
     if (clean(logits[i]) == m) return i;
   return 0; /* every logit NaN */
 }

@@ -629,12 +629,17 @@ def test_sampler_matches_definition(lib, params):
 
 def test_greedy_pick_edge_cases(lib):
     """Greedy = the lowest id of the largest logit, NaN counting as -inf,
-    whatever the length (the blocked two-pass argmax has a scalar tail)."""
+    whatever the length (the argmax runs over blocks of 256 with 16-wide
+    running maxima and a scalar tail, then searches one block)."""
     nan, inf = math.nan, math.inf
     cases = [[nan], [nan, nan, nan], [nan, -inf, -inf], [-inf, nan, -inf], [nan, 1.0, 1.0],
-             [-inf] * 20 + [nan], [0.0] * 40, [-0.0, 0.0], [1.0] * 16 + [2.0] + [2.0] * 20]
+             [-inf] * 20 + [nan], [0.0] * 40, [-0.0, 0.0], [1.0] * 16 + [2.0] + [2.0] * 20,
+             # block edges and ties across blocks
+             [0.0] * 255 + [1.0] * 301, [0.0] * 256 + [1.0] + [0.0] * 10 + [1.0],
+             [-0.0] * 300 + [0.0] * 300, [nan] * 300 + [-inf] * 5, [-inf] * 300 + [nan],
+             [nan] * 513 + [-5.0], [3.0] + [nan] * 600 + [3.0], [-1.0] * 511 + [-0.5] * 3]
     g = np.random.default_rng(5)
-    for V in (15, 16, 17, 33, 50257):
+    for V in (15, 16, 17, 33, 255, 256, 257, 513, 50257):
         x = np.round(g.standard_normal(V) * 3).astype(np.float32)  # ties
         x[g.integers(0, V, 3)] = np.nan
         cases.append(list(x))
