@@ -162,7 +162,7 @@ static int argmax(const float *logits, int V) {
       at = i0;
     }
   }
-  int i0 = at < 0 ? 0 : at, i1 = at < 0 ? V : (V - at < ARGMAX_BLOCK ? V : at + ARGMAX_BLOCK);
+  int i0 = at < 0 ? 0 : at, i1 = at < 0 || at + ARGMAX_BLOCK > V ? V : at + ARGMAX_BLOCK;
   for (int i = i0; i < i1; i++)
     if (clean(logits[i]) == m) return i;
   return 0; /* every logit NaN */

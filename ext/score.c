@@ -247,12 +247,8 @@ int score_run(const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr, ScoreJob *
     }
     float *logits = NULL;
     if (!rc && nw && !(logits = scratch_out(sc, (size_t)nw * V))) rc = GPT2_NOMEM;
-    if (!rc) rc = gpt2_forward(m, sc, rows, ids, seqs, want, logits, err, errlen);
+    if (!rc) rc = gen_forward(m, sc, ctr, rows, ids, seqs, want, logits, err, errlen);
     if (rc) break;
-    if (ctr) {
-      ctr->forward_calls++;
-      ctr->rows_computed += rows;
-    }
     StatJob sj = {.logits = logits, .V = V, .path = path, .outs = outs};
     scratch_parallel(sc, nw, row_stats, &sj);
     /* windows fed to their end are done: their caches serve the next ones */
@@ -304,12 +300,8 @@ int score_embed(const Gpt2Model *m, Gpt2Scratch *sc, Gpt2Counters *ctr, const in
       break;
     }
     for (int i = 0; i < k; i++) want[i] = !last || r0 + i == n - 1;
-    rc = gpt2_forward(m, sc, k, ids + r0, seqs, want, NULL, err, errlen);
+    rc = gen_forward(m, sc, ctr, k, ids + r0, seqs, want, NULL, err, errlen);
     if (rc) break;
-    if (ctr) {
-      ctr->forward_calls++;
-      ctr->rows_computed += k;
-    }
     const float *h = scratch_hidden(sc); /* the wanted rows, packed */
     int nw = last ? (r0 + k == n) : k;
     for (int i = 0; i < nw; i++)

@@ -153,40 +153,40 @@ def write_config(src, dst, L, H, C):
     return cfg
 
 
-def structured(vocab_src, shape, tag):
-    """A checkpoint built like part 2's draft (see the header): random
-    embeddings, small blocks; its greedy choices have clear margins."""
+def write_structured(vocab_src, d, shape, scale, rng):
+    """Write at d a checkpoint built like part 2's draft (see the header):
+    random embeddings, blocks at `scale`; its greedy choices have clear
+    margins. Returns its embeddings (part 2's target reuses them)."""
     (L, H, C) = shape
-    d = os.path.join(BENCH_DIR, f"spec-structured-{tag}")
-    if os.path.exists(os.path.join(d, "model.safetensors")):
-        return d
     cfg = write_config(vocab_src, d, L, H, C)
     V, P = cfg["vocab_size"], cfg["n_positions"]
-    rng = np.random.default_rng(11)
     wte = 0.2 * rng.standard_normal((V, C), np.float32)
     wpe = 1.0 * rng.standard_normal((P, C), np.float32)
     write_tensors(os.path.join(d, "model.safetensors"),
                   gpt2_tensors(L, C, P, V, lambda a, b: wte[a:b], lambda a, b: wpe[a:b],
-                               lambda a, b: np.ones(C, np.float32), BLOCK_SCALE, rng))
+                               lambda a, b: np.ones(C, np.float32), scale, rng))
+    return wte, wpe
+
+
+def structured(vocab_src, shape, tag):
+    """The part-1b checkpoint of this shape (written once, then cached)."""
+    d = os.path.join(BENCH_DIR, f"spec-structured-{tag}")
+    if not os.path.exists(os.path.join(d, "model.safetensors")):
+        write_structured(vocab_src, d, shape, BLOCK_SCALE, np.random.default_rng(11))
     return d
 
 
 def pair_15b(vocab_src, draft_shape, target_shape, tag):
     """(draft dir, target dir) of part 2 (see the header)."""
-    (Ld, Hd, Cd), (Lt, Ht, Ct) = draft_shape, target_shape
+    (Lt, Ht, Ct), Cd = target_shape, draft_shape[2]
     dd = os.path.join(BENCH_DIR, f"spec-draft-{tag}-{PAIR_BLOCK_SCALE}")
     td = os.path.join(BENCH_DIR, f"spec-target-{tag}-{PAIR_BLOCK_SCALE}")
     if os.path.exists(os.path.join(td, "model.safetensors")):
         return dd, td
-    cfg = write_config(vocab_src, dd, Ld, Hd, Cd)
-    write_config(vocab_src, td, Lt, Ht, Ct)
-    V, P = cfg["vocab_size"], cfg["n_positions"]
     rng = np.random.default_rng(7)
-    wte = 0.2 * rng.standard_normal((V, Cd), np.float32)
-    wpe = 1.0 * rng.standard_normal((P, Cd), np.float32)
-    write_tensors(os.path.join(dd, "model.safetensors"),
-                  gpt2_tensors(Ld, Cd, P, V, lambda a, b: wte[a:b], lambda a, b: wpe[a:b],
-                               lambda a, b: np.ones(Cd, np.float32), PAIR_BLOCK_SCALE, rng))
+    wte, wpe = write_structured(vocab_src, dd, draft_shape, PAIR_BLOCK_SCALE, rng)
+    write_config(vocab_src, td, Lt, Ht, Ct)
+    (V, _), (P, _) = wte.shape, wpe.shape
     pad = lambda x: (lambda a, b: np.pad(x[a:b], ((0, 0), (0, Ct - Cd))))
     lnf = np.concatenate([np.ones(Cd, np.float32), np.zeros(Ct - Cd, np.float32)])
     write_tensors(os.path.join(td, "model.safetensors"),
