@@ -51,8 +51,11 @@ static int already_registered(sqlite3 *db) {
   return found;
 }
 
-GPT2_EXPORT int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg,
-                                 const sqlite3_api_routines *pApi) {
+/* Both entry points call this hidden function, not each other: an exported
+** function called by name binds through the process's global scope, so a
+** second copy of the library loaded into the process would run the first
+** copy's code (and share its registry). */
+static int ext_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi) {
   /* sqlite3_api is one global for every connection: connections opened on
   ** several threads at once would all store it, racing with each other and
   ** with threads already calling through it. Store it once, under a lock. */
@@ -77,8 +80,13 @@ GPT2_EXPORT int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg,
   return rc;
 }
 
+GPT2_EXPORT int sqlite3_gpt_init(sqlite3 *db, char **pzErrMsg,
+                                 const sqlite3_api_routines *pApi) {
+  return ext_init(db, pzErrMsg, pApi);
+}
+
 /* SQLite first tries sqlite3_extension_init. */
 GPT2_EXPORT int sqlite3_extension_init(sqlite3 *db, char **pzErrMsg,
                                        const sqlite3_api_routines *pApi) {
-  return sqlite3_gpt_init(db, pzErrMsg, pApi);
+  return ext_init(db, pzErrMsg, pApi);
 }

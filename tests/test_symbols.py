@@ -104,3 +104,41 @@ def test_the_check_catches_exported_internals(ckpt, decoy):
     assert clean.returncode == 0, clean.stderr
     bad = child(INTERNAL_SO, ckpt, decoy)
     assert bad.returncode != 0 or json.loads(bad.stdout)["out"] != json.loads(clean.stdout)["out"]
+
+
+# Two copies of the library in one process (say, a packaged build and a local
+# one): each connection must run the copy it loaded, so each copy keeps its own
+# registry and a model loaded through both has one user in each.
+TWO_COPIES = r"""
+import json, sqlite3, sys
+ckpt, copies = sys.argv[1], sys.argv[2:]
+users = []
+conns = []
+for so in copies:
+    conn = sqlite3.connect(":memory:")
+    conn.enable_load_extension(True)
+    conn.load_extension(so)
+    conn.execute("SELECT gpt2_load(?)", (ckpt,))
+    conns.append(conn)
+for conn in conns:
+    users.append(conn.execute("SELECT users FROM gpt2_models").fetchone()[0])
+print(json.dumps(users))
+"""
+
+
+def test_two_copies_of_the_library_stay_apart(ckpt, tmp_path):
+    copies = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        dst = tmp_path / name / "gpt2.so"
+        dst.write_bytes(open(SO, "rb").read())
+        copies.append(str(dst)[:-3])
+    both = subprocess.run([sys.executable, "-c", TWO_COPIES, ckpt, *copies],
+                          capture_output=True, text=True, timeout=600)
+    assert both.returncode == 0, both.stderr
+    assert json.loads(both.stdout) == [1, 1]
+    # the same copy twice shares its registry: one model, two users
+    same = subprocess.run([sys.executable, "-c", TWO_COPIES, ckpt, copies[0], copies[0]],
+                          capture_output=True, text=True, timeout=600)
+    assert same.returncode == 0, same.stderr
+    assert json.loads(same.stdout) == [2, 2]
