@@ -235,6 +235,41 @@ static float sum16_portable(const float *x, int n) {
   return l[0] + l[1];
 }
 
+/* The fixed tree of k_sum16 over 16 double lanes. */
+static double tree16d(double *l) {
+  for (int j = 0; j < 8; j++) l[j] += l[j + 8];
+  for (int j = 0; j < 4; j++) l[j] += l[j + 4];
+  for (int j = 0; j < 2; j++) l[j] += l[j + 2];
+  return l[0] + l[1];
+}
+
+/* k_layernorm's statistics from lane sums l (elements i < i0 already in,
+** i0 a multiple of 16): the rest of the sum of x, the mean, then the lanes
+** of squared deviations (v: those of elements i < i0, computed by the
+** caller once the mean is known, through ln_dev). */
+static double ln_mean(double *l, const float *x, int i0, int C) {
+  for (int i = i0; i < C; i++) l[i & 15] += (double)x[i];
+  return tree16d(l) / C;
+}
+
+static void ln_norm_portable(float *o, const float *x, const float *w, const float *b, int i0,
+                             int C, float mu, float rstd) {
+  for (int i = i0; i < C; i++) o[i] = (x[i] - mu) * rstd * w[i] + b[i];
+}
+
+static void layernorm_portable(float *o, const float *x, const float *w, const float *b, int C,
+                               float eps) {
+  double l[16] = {0};
+  const double mean = ln_mean(l, x, 0, C);
+  memset(l, 0, sizeof l);
+  for (int i = 0; i < C; i++) {
+    const double d = (double)x[i] - mean;
+    l[i & 15] += d * d;
+  }
+  const double var = tree16d(l) / C;
+  ln_norm_portable(o, x, w, b, 0, C, (float)mean, (float)(1.0 / sqrt(var + (double)eps)));
+}
+
 /* ---------------------------------------------------------------------------
 ** AVX-512 path
 */
@@ -619,6 +654,45 @@ T_AVX512 static float sum16_avx512(const float *x, int n) {
   return _mm_cvtss_f32(s1);
 }
 
+/* k_layernorm: lanes of 16 elements as two zmm of 8 doubles; the tail and
+** the tree as the portable path (stored lanes, same order). */
+T_AVX512 static void layernorm_avx512(float *o, const float *x, const float *w, const float *b,
+                                      int C, float eps) {
+  const int i0 = C / 16 * 16;
+  double l[16] __attribute__((aligned(64)));
+  __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+  for (int i = 0; i < i0; i += 16) {
+    s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm256_loadu_ps(x + i)));
+    s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8)));
+  }
+  _mm512_store_pd(l, s0);
+  _mm512_store_pd(l + 8, s1);
+  const double mean = ln_mean(l, x, i0, C);
+  const __m512d m = _mm512_set1_pd(mean);
+  s0 = s1 = _mm512_setzero_pd();
+  for (int i = 0; i < i0; i += 16) {
+    __m512d d0 = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i)), m);
+    __m512d d1 = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8)), m);
+    s0 = _mm512_add_pd(s0, _mm512_mul_pd(d0, d0));
+    s1 = _mm512_add_pd(s1, _mm512_mul_pd(d1, d1));
+  }
+  _mm512_store_pd(l, s0);
+  _mm512_store_pd(l + 8, s1);
+  for (int i = i0; i < C; i++) {
+    const double d = (double)x[i] - mean;
+    l[i & 15] += d * d;
+  }
+  const double var = tree16d(l) / C;
+  const float mu = (float)mean, rstd = (float)(1.0 / sqrt(var + (double)eps));
+  const __m512 mv = _mm512_set1_ps(mu), rv = _mm512_set1_ps(rstd);
+  for (int i = 0; i < i0; i += 16) {
+    __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), mv), rv);
+    v = _mm512_add_ps(_mm512_mul_ps(v, _mm512_loadu_ps(w + i)), _mm512_loadu_ps(b + i));
+    _mm512_storeu_ps(o + i, v);
+  }
+  ln_norm_portable(o, x, w, b, i0, C, mu, rstd);
+}
+
 T_AVX512 static float max_avx512(const float *x, int n) {
   __m512 m = _mm512_set1_ps(x[0]);
   int i = 0;
@@ -867,6 +941,42 @@ T_AVX2 static float sum16_avx2(const float *x, int n) {
   return _mm_cvtss_f32(s1);
 }
 
+/* k_layernorm: lanes of 16 elements as four ymm of 4 doubles; the tail and
+** the tree as the portable path. */
+T_AVX2 static void layernorm_avx2(float *o, const float *x, const float *w, const float *b, int C,
+                                  float eps) {
+  const int i0 = C / 16 * 16;
+  double l[16] __attribute__((aligned(32)));
+  __m256d s[4];
+  for (int j = 0; j < 4; j++) s[j] = _mm256_setzero_pd();
+  for (int i = 0; i < i0; i += 16)
+    for (int j = 0; j < 4; j++) s[j] = _mm256_add_pd(s[j], _mm256_cvtps_pd(_mm_loadu_ps(x + i + 4 * j)));
+  for (int j = 0; j < 4; j++) _mm256_store_pd(l + 4 * j, s[j]);
+  const double mean = ln_mean(l, x, i0, C);
+  const __m256d m = _mm256_set1_pd(mean);
+  for (int j = 0; j < 4; j++) s[j] = _mm256_setzero_pd();
+  for (int i = 0; i < i0; i += 16)
+    for (int j = 0; j < 4; j++) {
+      __m256d d = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + i + 4 * j)), m);
+      s[j] = _mm256_add_pd(s[j], _mm256_mul_pd(d, d));
+    }
+  for (int j = 0; j < 4; j++) _mm256_store_pd(l + 4 * j, s[j]);
+  for (int i = i0; i < C; i++) {
+    const double d = (double)x[i] - mean;
+    l[i & 15] += d * d;
+  }
+  const double var = tree16d(l) / C;
+  const float mu = (float)mean, rstd = (float)(1.0 / sqrt(var + (double)eps));
+  const __m256 mv = _mm256_set1_ps(mu), rv = _mm256_set1_ps(rstd);
+  const int i8 = C / 8 * 8;
+  for (int i = 0; i < i8; i += 8) {
+    __m256 v = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv), rv);
+    v = _mm256_add_ps(_mm256_mul_ps(v, _mm256_loadu_ps(w + i)), _mm256_loadu_ps(b + i));
+    _mm256_storeu_ps(o + i, v);
+  }
+  ln_norm_portable(o, x, w, b, i8, C, mu, rstd);
+}
+
 T_AVX2 static float max_avx2(const float *x, int n) {
   __m256 m = _mm256_set1_ps(x[0]);
   int i = 0;
@@ -1035,6 +1145,22 @@ void k_gelu_n(KPath path, float *x, size_t n) {
 #endif
   (void)path;
   for (size_t i = 0; i < n; i++) x[i] = k_gelu(x[i]);
+}
+
+void k_layernorm(KPath path, float *o, const float *x, const float *w, const float *b, int C,
+                 float eps) {
+#if K_X86
+  if (path == KPATH_AVX512) {
+    layernorm_avx512(o, x, w, b, C, eps);
+    return;
+  }
+  if (path == KPATH_AVX2) {
+    layernorm_avx2(o, x, w, b, C, eps);
+    return;
+  }
+#endif
+  (void)path;
+  layernorm_portable(o, x, w, b, C, eps);
 }
 
 float k_sum16(KPath path, const float *x, int n) {

@@ -20,7 +20,7 @@
 **   stored to memory after one range of k and reloaded for the next, which
 **   is exact) change only the order in which independent chains advance,
 **   not any chain.
-**   k_exp, k_gelu and k_sum16 are likewise one fixed sequence of IEEE
+**   k_exp, k_gelu, k_sum16 and k_layernorm are likewise one fixed sequence of IEEE
 **   operations (+ - * / fma, compare-select, exponent-bit scaling), written
 **   once per path; the scalar versions are the definition.
 **
@@ -161,6 +161,14 @@ void k_gelu_n(KPath path, float *x, size_t n);
 ** increasing i (the last block padded with +0), then the lanes are combined
 ** by the fixed tree ((l[j]+l[j+8]) -> +4 -> +2 -> +1). */
 float k_sum16(KPath path, const float *x, int n);
+
+/* o = LayerNorm(x)·w + b over C channels: in double,
+** mean = Σx / C and var = Σ(x − mean)² / C (biased), each sum over 16 lanes
+** (lane j: the elements i ≡ j (mod 16) in increasing i) combined by
+** k_sum16's tree; then in float, o[i] = (x[i] − (float)mean) · rstd · w[i]
+** + b[i] left to right, rstd = (float)(1 / sqrt(var + eps)). */
+void k_layernorm(KPath path, float *o, const float *x, const float *w, const float *b, int C,
+                 float eps);
 
 /* Scalar definitions (portable path; also the tests' reference). */
 float k_exp(float x);  /* 2^n·p(r), |rel err| < 2e-7 on [-87, 88]; clamps outside */

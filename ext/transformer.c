@@ -369,21 +369,10 @@ void scratch_matmul(Gpt2Scratch *sc, const KMat *W, const float *b, int M, const
 
 const float *scratch_hidden(const Gpt2Scratch *sc) { return sc->xn.p; }
 
-/* out (C) = LayerNorm(x) * w + b, biased variance (docs/formats.md,
-** "Forward pass"). */
-static void layernorm_row(float *o, const float *xr, const float *w, const float *b, int C,
-                          float eps) {
-  double mean = 0, var = 0;
-  for (int i = 0; i < C; i++) mean += xr[i];
-  mean /= C;
-  for (int i = 0; i < C; i++) var += (xr[i] - mean) * (xr[i] - mean);
-  var /= C;
-  float rstd = (float)(1.0 / sqrt(var + (double)eps));
-  float mu = (float)mean;
-  for (int i = 0; i < C; i++) o[i] = (xr[i] - mu) * rstd * w[i] + b[i];
-}
-
+/* out (C) = LayerNorm(x) * w + b per row, biased variance (docs/formats.md,
+** "Forward pass"; the exact order: kernels.h, k_layernorm). */
 typedef struct LnJob {
+  KPath path;
   float *out;
   const float *x;
   const float *w, *b;
@@ -394,12 +383,13 @@ typedef struct LnJob {
 static void ln_part(void *arg, int t, int nt) {
   LnJob *j = arg;
   for (int r = j->n * t / nt; r < j->n * (t + 1) / nt; r++)
-    layernorm_row(j->out + (size_t)r * j->C, j->x + (size_t)r * j->C, j->w, j->b, j->C, j->eps);
+    k_layernorm(j->path, j->out + (size_t)r * j->C, j->x + (size_t)r * j->C, j->w, j->b, j->C,
+                j->eps);
 }
 
 static void layernorm(Gpt2Scratch *sc, float *out, const float *x, const float *w, const float *b,
                       int n, int C, float eps) {
-  LnJob j = {out, x, w, b, n, C, eps};
+  LnJob j = {sc->path, out, x, w, b, n, C, eps};
   if (n >= 8 && sc->threads > 1) run_job(sc, ln_part, &j);
   else ln_part(&j, 0, 1);
 }
@@ -605,7 +595,7 @@ int gpt2_forward(const Gpt2Model *m, Gpt2Scratch *sc, int n, const int *tokens,
   int nw = 0;
   for (int r = 0; r < n; r++) {
     if (want ? !want[r] : r != n - 1) continue;
-    layernorm_row(xn + (size_t)nw * C, x + (size_t)r * C, m->lnf_w, m->lnf_b, C, c->ln_eps);
+    k_layernorm(sc->path, xn + (size_t)nw * C, x + (size_t)r * C, m->lnf_w, m->lnf_b, C, c->ln_eps);
     nw++;
   }
   if (nw > 0 && logits) matmul(sc, &m->head, NULL, nw, xn, logits, (size_t)V, KEPI_STORE);

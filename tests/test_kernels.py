@@ -58,6 +58,7 @@ def lib():
     L.k_gelu_n.argtypes = [I, F32P, SZ]
     L.k_sum16.argtypes = [I, F32P, I]
     L.k_sum16.restype = ctypes.c_float
+    L.k_layernorm.argtypes = [I, F32P, F32P, F32P, F32P, I, ctypes.c_float]
     L.k_exp.argtypes = [ctypes.c_float]
     L.k_exp.restype = ctypes.c_float
     L.scratch_new.restype = VP
@@ -536,6 +537,92 @@ def test_sum16_order(lib, paths):
         for path in paths:
             got = np.float32(lib.k_sum16(PATHS.index(path), fp(x), n))
             assert got.tobytes() == want.tobytes(), (path, n)
+
+
+def tree16d(lanes):
+    s8 = lanes[:8] + lanes[8:]
+    s4 = s8[:4] + s8[4:]
+    s2 = s4[:2] + s4[2:]
+    return s2[0] + s2[1]
+
+
+def lane_sum(v, order="tree"):
+    """Sum of float64 values in k_layernorm's order, or in a mutant order."""
+    if order == "sequential":
+        t = 0.0
+        for e in v:
+            t += e
+        return t
+    nl = 8 if order == "8 lanes" else 16
+    body = len(v) // 16 * 16 if order == "tail after tree" else len(v)
+    lanes = np.zeros(16)
+    for i in range(body):
+        lanes[i % nl] += v[i]
+    if order == "lanes in order":
+        t = 0.0
+        for e in lanes:
+            t += e
+    else:
+        t = tree16d(lanes)
+    for e in v[body:]:
+        t += e
+    return t
+
+
+def layernorm_model(x, w, b, eps, order="tree"):
+    """The documented order (kernels.h): double sums over 16 lanes, fixed tree, then
+    float32 normalisation left to right."""
+    n = len(x)
+    xd = x.astype(np.float64)
+    mean = lane_sum(xd, order) / n
+    var = lane_sum((xd - mean) * (xd - mean), order) / n
+    rstd = np.float32(1.0 / np.sqrt(var + np.float64(np.float32(eps))))
+    mu = np.float32(mean)
+    return ((x - mu) * rstd * w + b).astype(np.float32)
+
+
+def run_layernorm(lib, path, x, w, b, eps):
+    o = np.empty(len(x), np.float32)
+    lib.k_layernorm(PATHS.index(path), fp(o), fp(x), fp(w), fp(b), len(x), eps)
+    return o
+
+
+def test_layernorm_order(lib, paths):
+    rng = np.random.default_rng(4)
+    eps = 1e-5
+    for n in [1, 2, 7, 15, 16, 17, 31, 33, 64, 96, 100, 768, 1600]:
+        x = (rng.standard_normal(n) * 10.0 ** rng.integers(-2, 3, n) + 1000.0).astype(np.float32)
+        w = rng.standard_normal(n).astype(np.float32)
+        b = rng.standard_normal(n).astype(np.float32)
+        want = layernorm_model(x, w, b, eps)
+        for path in paths:
+            assert run_layernorm(lib, path, x, w, b, eps).tobytes() == want.tobytes(), (path, n)
+
+
+def test_layernorm_sum_order_is_observable(lib, paths):
+    """Rows of 40 (a tail of 8) whose mean depends on the summation order: a 1 is
+    lost next to 1e20 unless the ±1e20 cancel first. The zeros of a row come out
+    as -mean·rstd (w = 1, b = 0), so every mutant order below gives other bits on
+    at least one row, and every path must give the documented ones. (The
+    variance's order is the same code; in double its effect rarely reaches the
+    float output.)"""
+    n = 40
+    rows = [{0: 1e20, 8: 1.0, 16: -1e20}, {0: 1e20, 1: 1.0, 8: -1e20},
+            {1: 1e20, 33: 1.0, 2: -1e20}]
+    w, b = np.ones(n, np.float32), np.zeros(n, np.float32)
+    xs = []
+    for vals in rows:
+        x = np.zeros(n, np.float32)
+        for i, v in vals.items():
+            x[i] = v
+        xs.append(x)
+    wants = [layernorm_model(x, w, b, 1e-5) for x in xs]
+    for mutant in ["sequential", "8 lanes", "lanes in order", "tail after tree"]:
+        alts = [layernorm_model(x, w, b, 1e-5, mutant) for x in xs]
+        assert any(a.tobytes() != t.tobytes() for a, t in zip(alts, wants)), mutant
+    for path in paths:
+        for x, want in zip(xs, wants):
+            assert run_layernorm(lib, path, x, w, b, 1e-5).tobytes() == want.tobytes(), path
 
 
 # ---------------------------------------------------------------------------
