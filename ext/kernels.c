@@ -243,31 +243,20 @@ static double tree16d(double *l) {
   return l[0] + l[1];
 }
 
-/* k_layernorm's statistics from lane sums l (elements i < i0 already in,
-** i0 a multiple of 16): the rest of the sum of x, the mean, then the lanes
-** of squared deviations (v: those of elements i < i0, computed by the
-** caller once the mean is known, through ln_dev). */
-static double ln_mean(double *l, const float *x, int i0, int C) {
-  for (int i = i0; i < C; i++) l[i & 15] += (double)x[i];
-  return tree16d(l) / C;
+/* k_layernorm's lane sums over elements i0..C-1, added to l (lane i & 15):
+** of x (dev 0) or of (x - mean)^2 (dev 1). Each path sums the whole blocks
+** of 16 its own way (LnLanes, from fresh lanes) and leaves the tail here. */
+static void ln_tail(double *l, const float *x, int i0, int C, double mean, int dev) {
+  for (int i = i0; i < C; i++) {
+    const double v = (double)x[i], d = v - mean;
+    l[i & 15] += dev ? d * d : v;
+  }
 }
 
+/* o[i] for i0 <= i < C, in float, left to right. */
 static void ln_norm_portable(float *o, const float *x, const float *w, const float *b, int i0,
                              int C, float mu, float rstd) {
   for (int i = i0; i < C; i++) o[i] = (x[i] - mu) * rstd * w[i] + b[i];
-}
-
-static void layernorm_portable(float *o, const float *x, const float *w, const float *b, int C,
-                               float eps) {
-  double l[16] = {0};
-  const double mean = ln_mean(l, x, 0, C);
-  memset(l, 0, sizeof l);
-  for (int i = 0; i < C; i++) {
-    const double d = (double)x[i] - mean;
-    l[i & 15] += d * d;
-  }
-  const double var = tree16d(l) / C;
-  ln_norm_portable(o, x, w, b, 0, C, (float)mean, (float)(1.0 / sqrt(var + (double)eps)));
 }
 
 /* ---------------------------------------------------------------------------
@@ -654,43 +643,38 @@ T_AVX512 static float sum16_avx512(const float *x, int n) {
   return _mm_cvtss_f32(s1);
 }
 
-/* k_layernorm: lanes of 16 elements as two zmm of 8 doubles; the tail and
-** the tree as the portable path (stored lanes, same order). */
-T_AVX512 static void layernorm_avx512(float *o, const float *x, const float *w, const float *b,
-                                      int C, float eps) {
-  const int i0 = C / 16 * 16;
-  double l[16] __attribute__((aligned(64)));
-  __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
-  for (int i = 0; i < i0; i += 16) {
-    s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm256_loadu_ps(x + i)));
-    s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8)));
-  }
-  _mm512_store_pd(l, s0);
-  _mm512_store_pd(l + 8, s1);
-  const double mean = ln_mean(l, x, i0, C);
+/* k_layernorm's lanes over the first n elements (n a multiple of 16) as
+** two zmm of 8 doubles (lanes 0-7, 8-15), and its normalisation of the
+** whole blocks (returns how many elements it did). */
+T_AVX512 static void ln_lanes_avx512(const float *x, int n, double mean, int dev, double *l) {
   const __m512d m = _mm512_set1_pd(mean);
-  s0 = s1 = _mm512_setzero_pd();
-  for (int i = 0; i < i0; i += 16) {
-    __m512d d0 = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i)), m);
-    __m512d d1 = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8)), m);
-    s0 = _mm512_add_pd(s0, _mm512_mul_pd(d0, d0));
-    s1 = _mm512_add_pd(s1, _mm512_mul_pd(d1, d1));
+  __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+  for (int i = 0; i < n; i += 16) {
+    __m512d a = _mm512_cvtps_pd(_mm256_loadu_ps(x + i));
+    __m512d c = _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8));
+    if (dev) {
+      a = _mm512_sub_pd(a, m);
+      c = _mm512_sub_pd(c, m);
+      a = _mm512_mul_pd(a, a);
+      c = _mm512_mul_pd(c, c);
+    }
+    s0 = _mm512_add_pd(s0, a);
+    s1 = _mm512_add_pd(s1, c);
   }
-  _mm512_store_pd(l, s0);
-  _mm512_store_pd(l + 8, s1);
-  for (int i = i0; i < C; i++) {
-    const double d = (double)x[i] - mean;
-    l[i & 15] += d * d;
-  }
-  const double var = tree16d(l) / C;
-  const float mu = (float)mean, rstd = (float)(1.0 / sqrt(var + (double)eps));
+  _mm512_storeu_pd(l, s0);
+  _mm512_storeu_pd(l + 8, s1);
+}
+
+T_AVX512 static int ln_norm_avx512(float *o, const float *x, const float *w, const float *b,
+                                   int C, float mu, float rstd) {
   const __m512 mv = _mm512_set1_ps(mu), rv = _mm512_set1_ps(rstd);
-  for (int i = 0; i < i0; i += 16) {
+  int i = 0;
+  for (; i + 16 <= C; i += 16) {
     __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), mv), rv);
     v = _mm512_add_ps(_mm512_mul_ps(v, _mm512_loadu_ps(w + i)), _mm512_loadu_ps(b + i));
     _mm512_storeu_ps(o + i, v);
   }
-  ln_norm_portable(o, x, w, b, i0, C, mu, rstd);
+  return i;
 }
 
 T_AVX512 static float max_avx512(const float *x, int n) {
@@ -941,40 +925,34 @@ T_AVX2 static float sum16_avx2(const float *x, int n) {
   return _mm_cvtss_f32(s1);
 }
 
-/* k_layernorm: lanes of 16 elements as four ymm of 4 doubles; the tail and
-** the tree as the portable path. */
-T_AVX2 static void layernorm_avx2(float *o, const float *x, const float *w, const float *b, int C,
-                                  float eps) {
-  const int i0 = C / 16 * 16;
-  double l[16] __attribute__((aligned(32)));
+/* k_layernorm's lanes as four ymm of 4 doubles (lanes 0-3, ..., 12-15), and
+** its normalisation of whole blocks of 8; as ln_lanes_avx512. */
+T_AVX2 static void ln_lanes_avx2(const float *x, int n, double mean, int dev, double *l) {
+  const __m256d m = _mm256_set1_pd(mean);
   __m256d s[4];
   for (int j = 0; j < 4; j++) s[j] = _mm256_setzero_pd();
-  for (int i = 0; i < i0; i += 16)
-    for (int j = 0; j < 4; j++) s[j] = _mm256_add_pd(s[j], _mm256_cvtps_pd(_mm_loadu_ps(x + i + 4 * j)));
-  for (int j = 0; j < 4; j++) _mm256_store_pd(l + 4 * j, s[j]);
-  const double mean = ln_mean(l, x, i0, C);
-  const __m256d m = _mm256_set1_pd(mean);
-  for (int j = 0; j < 4; j++) s[j] = _mm256_setzero_pd();
-  for (int i = 0; i < i0; i += 16)
+  for (int i = 0; i < n; i += 16)
     for (int j = 0; j < 4; j++) {
-      __m256d d = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + i + 4 * j)), m);
-      s[j] = _mm256_add_pd(s[j], _mm256_mul_pd(d, d));
+      __m256d a = _mm256_cvtps_pd(_mm_loadu_ps(x + i + 4 * j));
+      if (dev) {
+        a = _mm256_sub_pd(a, m);
+        a = _mm256_mul_pd(a, a);
+      }
+      s[j] = _mm256_add_pd(s[j], a);
     }
-  for (int j = 0; j < 4; j++) _mm256_store_pd(l + 4 * j, s[j]);
-  for (int i = i0; i < C; i++) {
-    const double d = (double)x[i] - mean;
-    l[i & 15] += d * d;
-  }
-  const double var = tree16d(l) / C;
-  const float mu = (float)mean, rstd = (float)(1.0 / sqrt(var + (double)eps));
+  for (int j = 0; j < 4; j++) _mm256_storeu_pd(l + 4 * j, s[j]);
+}
+
+T_AVX2 static int ln_norm_avx2(float *o, const float *x, const float *w, const float *b, int C,
+                               float mu, float rstd) {
   const __m256 mv = _mm256_set1_ps(mu), rv = _mm256_set1_ps(rstd);
-  const int i8 = C / 8 * 8;
-  for (int i = 0; i < i8; i += 8) {
+  int i = 0;
+  for (; i + 8 <= C; i += 8) {
     __m256 v = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv), rv);
     v = _mm256_add_ps(_mm256_mul_ps(v, _mm256_loadu_ps(w + i)), _mm256_loadu_ps(b + i));
     _mm256_storeu_ps(o + i, v);
   }
-  ln_norm_portable(o, x, w, b, i8, C, mu, rstd);
+  return i;
 }
 
 T_AVX2 static float max_avx2(const float *x, int n) {
@@ -1147,20 +1125,40 @@ void k_gelu_n(KPath path, float *x, size_t n) {
   for (size_t i = 0; i < n; i++) x[i] = k_gelu(x[i]);
 }
 
+typedef void (*LnLanes)(const float *x, int n, double mean, int dev, double *l);
+typedef int (*LnNorm)(float *o, const float *x, const float *w, const float *b, int C, float mu,
+                      float rstd);
+
+/* k_layernorm with a path's lanes and normalisation (NULL: all portable):
+** the mean and the variance run through the same lane code. */
+static void layernorm_with(LnLanes lanes, LnNorm norm, float *o, const float *x, const float *w,
+                           const float *b, int C, float eps) {
+  const int i0 = lanes ? C / 16 * 16 : 0;
+  double l[16] = {0}, st[2] = {0, 0}; /* mean, variance */
+  for (int dev = 0; dev < 2; dev++) {
+    if (lanes) lanes(x, i0, st[0], dev, l);
+    else memset(l, 0, sizeof l);
+    ln_tail(l, x, i0, C, st[0], dev);
+    st[dev] = tree16d(l) / C;
+  }
+  const float mu = (float)st[0], rstd = (float)(1.0 / sqrt(st[1] + (double)eps));
+  ln_norm_portable(o, x, w, b, norm ? norm(o, x, w, b, C, mu, rstd) : 0, C, mu, rstd);
+}
+
 void k_layernorm(KPath path, float *o, const float *x, const float *w, const float *b, int C,
                  float eps) {
 #if K_X86
   if (path == KPATH_AVX512) {
-    layernorm_avx512(o, x, w, b, C, eps);
+    layernorm_with(ln_lanes_avx512, ln_norm_avx512, o, x, w, b, C, eps);
     return;
   }
   if (path == KPATH_AVX2) {
-    layernorm_avx2(o, x, w, b, C, eps);
+    layernorm_with(ln_lanes_avx2, ln_norm_avx2, o, x, w, b, C, eps);
     return;
   }
 #endif
   (void)path;
-  layernorm_portable(o, x, w, b, C, eps);
+  layernorm_with(NULL, NULL, o, x, w, b, C, eps);
 }
 
 float k_sum16(KPath path, const float *x, int n) {

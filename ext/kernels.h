@@ -1,7 +1,7 @@
 /*
 ** kernels.h — the hand-written numeric kernels (owns: the packed weight
 ** layout, the batch-invariant matrix product, exact vector exp / GELU /
-** sum, the 16-bit float conversions, CPU-feature dispatch and the names of
+** sum / layer norm, the 16-bit float conversions, CPU-feature dispatch and the names of
 ** the CPU paths). Single-threaded: callers split the work
 ** (transformer.c splits panels, i.e. output columns, across its pool).
 **
@@ -20,9 +20,10 @@
 **   stored to memory after one range of k and reloaded for the next, which
 **   is exact) change only the order in which independent chains advance,
 **   not any chain.
-**   k_exp, k_gelu, k_sum16 and k_layernorm are likewise one fixed sequence of IEEE
-**   operations (+ - * / fma, compare-select, exponent-bit scaling), written
-**   once per path; the scalar versions are the definition.
+**   k_exp, k_gelu, k_sum16 and k_layernorm are likewise one fixed sequence
+**   of IEEE operations (+ - * / fma sqrt, float <-> double conversion,
+**   compare-select, exponent-bit scaling), written once per path; the
+**   scalar versions are the definition.
 **
 ** PACKED WEIGHTS (KMat)
 **   W (K, N) is stored as ceil(N/KNB) panels of KNB columns, (np, K, KNB),

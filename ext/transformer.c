@@ -369,8 +369,6 @@ void scratch_matmul(Gpt2Scratch *sc, const KMat *W, const float *b, int M, const
 
 const float *scratch_hidden(const Gpt2Scratch *sc) { return sc->xn.p; }
 
-/* out (C) = LayerNorm(x) * w + b per row, biased variance (docs/formats.md,
-** "Forward pass"; the exact order: kernels.h, k_layernorm). */
 typedef struct LnJob {
   KPath path;
   float *out;
@@ -387,6 +385,8 @@ static void ln_part(void *arg, int t, int nt) {
                 j->eps);
 }
 
+/* out (C) = LayerNorm(x) * w + b per row, biased variance (docs/formats.md,
+** "Forward pass"; the exact order: kernels.h, k_layernorm). */
 static void layernorm(Gpt2Scratch *sc, float *out, const float *x, const float *w, const float *b,
                       int n, int C, float eps) {
   LnJob j = {sc->path, out, x, w, b, n, C, eps};

@@ -25,6 +25,7 @@ against tests/reference.py run on the rounded weights (2e-4: float32
 arithmetic only; logits here reach |8|).
 """
 import ctypes
+import itertools
 import json
 import os
 
@@ -603,9 +604,9 @@ def test_layernorm_sum_order_is_observable(lib, paths):
     """Rows of 40 (a tail of 8) whose mean depends on the summation order: a 1 is
     lost next to 1e20 unless the ±1e20 cancel first. The zeros of a row come out
     as -mean·rstd (w = 1, b = 0), so every mutant order below gives other bits on
-    at least one row, and every path must give the documented ones. (The
-    variance's order is the same code; in double its effect rarely reaches the
-    float output.)"""
+    at least one row, and every path must give the documented ones. (The variance
+    runs through the same lane code as the mean, kernels.c's layernorm_with; its
+    summands are all >= 0, so its order would rarely reach the float output.)"""
     n = 40
     rows = [{0: 1e20, 8: 1.0, 16: -1e20}, {0: 1e20, 1: 1.0, 8: -1e20},
             {1: 1e20, 33: 1.0, 2: -1e20}]
@@ -623,6 +624,47 @@ def test_layernorm_sum_order_is_observable(lib, paths):
     for path in paths:
         for x, want in zip(xs, wants):
             assert run_layernorm(lib, path, x, w, b, 1e-5).tobytes() == want.tobytes(), path
+
+
+def test_layernorm_every_lane_triplet(lib, paths):
+    """Rows {a: 1e20, b: 1, c: -1e20} for every ordered triple of lanes of one block:
+    the 1 survives exactly when a and c meet before b joins them, so together the
+    rows fix the whole combining tree (up to orders that give the same bits
+    always); again with one of the three in a tail. Then the same three values in one lane over three blocks, in every
+    order, at lengths that put the last one in a tail: the order along a lane.
+    Each vector path must give the portable path's bits; the portable path is
+    checked against the model on a sample."""
+    big = 1e20
+    rows = []
+    for a, b, c in itertools.permutations(range(16), 3):
+        rows.append((16, {a: big, b: 1.0, c: -big}))
+        # one of the three in a tail (elements 32..39 of 40): its lane, after the blocks
+        for t, (i, j, k) in enumerate([(32 + a, b, c), (a, 32 + b, c), (a, b, 32 + c)]):
+            if (a, b, c)[t] < 8:
+                rows.append((40, {i: big, j: 1.0, k: -big}))
+    for k in range(16):
+        for n in (48, 41 + k % 8, 64):
+            for p in itertools.permutations([k, 16 + k, 32 + k]):
+                if max(p) < n:
+                    rows.append((n, dict(zip(p, (big, 1.0, -big)))))
+    xs = []
+    for n, vals in rows:
+        x = np.zeros(n, np.float32)
+        for i, v in vals.items():
+            x[i] = v
+        xs.append(x)
+    one = {n: (np.ones(n, np.float32), np.zeros(n, np.float32)) for n, _ in rows}
+    ref = [run_layernorm(lib, "portable", x, *one[len(x)], 1e-5) for x in xs]
+    # the rows tell orders apart: at a zero of x the output is -mean·rstd, nonzero
+    # exactly when the 1 was kept; both outcomes occur
+    kept = [bool(r[next(i for i in range(len(x)) if x[i] == 0)] != 0) for x, r in zip(xs, ref)]
+    assert any(kept) and not all(kept)
+    for x, r in zip(xs[::89], ref[::89]):
+        assert r.tobytes() == layernorm_model(x, *one[len(x)], 1e-5).tobytes()
+    for path in paths[1:]:
+        bad = [i for i, (x, r) in enumerate(zip(xs, ref))
+               if run_layernorm(lib, path, x, *one[len(x)], 1e-5).tobytes() != r.tobytes()]
+        assert not bad, (path, len(bad), rows[bad[0]])
 
 
 # ---------------------------------------------------------------------------
