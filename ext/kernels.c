@@ -248,8 +248,8 @@ static double tree16d(double *l) {
 ** of 16 its own way (LnLanes, from fresh lanes) and leaves the tail here. */
 static void ln_tail(double *l, const float *x, int i0, int C, double mean, int dev) {
   for (int i = i0; i < C; i++) {
-    const double v = (double)x[i], d = v - mean;
-    l[i & 15] += dev ? d * d : v;
+    const double v = (double)x[i];
+    l[i & 15] += dev ? (v - mean) * (v - mean) : v;
   }
 }
 
@@ -644,8 +644,8 @@ T_AVX512 static float sum16_avx512(const float *x, int n) {
 }
 
 /* k_layernorm's lanes over the first n elements (n a multiple of 16) as
-** two zmm of 8 doubles (lanes 0-7, 8-15), and its normalisation of the
-** whole blocks (returns how many elements it did). */
+** two zmm of 8 doubles (lanes 0-7, 8-15); then its normalisation of whole
+** blocks of 16 (returns how many elements it did; ln_norm_portable ends). */
 T_AVX512 static void ln_lanes_avx512(const float *x, int n, double mean, int dev, double *l) {
   const __m512d m = _mm512_set1_pd(mean);
   __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
@@ -1134,7 +1134,7 @@ typedef int (*LnNorm)(float *o, const float *x, const float *w, const float *b, 
 static void layernorm_with(LnLanes lanes, LnNorm norm, float *o, const float *x, const float *w,
                            const float *b, int C, float eps) {
   const int i0 = lanes ? C / 16 * 16 : 0;
-  double l[16] = {0}, st[2] = {0, 0}; /* mean, variance */
+  double l[16], st[2] = {0, 0}; /* mean, variance */
   for (int dev = 0; dev < 2; dev++) {
     if (lanes) lanes(x, i0, st[0], dev, l);
     else memset(l, 0, sizeof l);

@@ -1,8 +1,8 @@
 /*
 ** kernels.h — the hand-written numeric kernels (owns: the packed weight
 ** layout, the batch-invariant matrix product, exact vector exp / GELU /
-** sum / layer norm, the 16-bit float conversions, CPU-feature dispatch and the names of
-** the CPU paths). Single-threaded: callers split the work
+** sum / layer norm, the 16-bit float conversions, CPU-feature dispatch and
+** the names of the CPU paths). Single-threaded: callers split the work
 ** (transformer.c splits panels, i.e. output columns, across its pool).
 **
 ** CONTRACT: BATCH INVARIANCE BY CONSTRUCTION

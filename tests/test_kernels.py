@@ -524,10 +524,7 @@ def sum16_model(x):
         blk = np.zeros(16, np.float32)
         blk[:min(16, n - i)] = x[i:i + 16]
         lanes = lanes + blk
-    s8 = lanes[:8] + lanes[8:]
-    s4 = s8[:4] + s8[4:]
-    s2 = s4[:2] + s4[2:]
-    return np.float32(s2[0] + s2[1])
+    return np.float32(tree16d(lanes))
 
 
 def test_sum16_order(lib, paths):
@@ -541,6 +538,7 @@ def test_sum16_order(lib, paths):
 
 
 def tree16d(lanes):
+    """k_sum16's tree over 16 lanes, in the lanes' own precision."""
     s8 = lanes[:8] + lanes[8:]
     s4 = s8[:4] + s8[4:]
     s2 = s4[:2] + s4[2:]
@@ -630,8 +628,9 @@ def test_layernorm_every_lane_triplet(lib, paths):
     """Rows {a: 1e20, b: 1, c: -1e20} for every ordered triple of lanes of one block:
     the 1 survives exactly when a and c meet before b joins them, so together the
     rows fix the whole combining tree (up to orders that give the same bits
-    always); again with one of the three in a tail. Then the same three values in one lane over three blocks, in every
-    order, at lengths that put the last one in a tail: the order along a lane.
+    always); again with one of the three in a tail. Then the same three values
+    in one lane over three blocks, in every order, at lengths that put the last
+    one in a tail: the order along a lane.
     Each vector path must give the portable path's bits; the portable path is
     checked against the model on a sample."""
     big = 1e20
